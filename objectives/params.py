@@ -1,0 +1,55 @@
+"""Size objectives: exact parameter ratio, weight bytes and KV-cache bytes (no model run needed)."""
+from __future__ import annotations
+
+from search_spaces import Subnet
+
+from .base import OBJECTIVES, Context, Objective
+
+
+@OBJECTIVES.register("params_ratio")
+class ParamsRatio(Objective):
+    """Decoder parameters kept / dense decoder parameters."""
+
+    name, unit = "params_ratio", ""
+
+    def __init__(self, decoder_only: bool = True):
+        self.decoder_only = decoder_only
+
+    def score(self, subnet: Subnet, ctx: Context) -> float:
+        return ctx.space.ratio(subnet, self.decoder_only)
+
+
+@OBJECTIVES.register("params")
+class Params(Objective):
+    name, unit = "params", "count"
+
+    def score(self, subnet: Subnet, ctx: Context) -> float:
+        return float(ctx.space.params(subnet, decoder_only=False))
+
+
+@OBJECTIVES.register("weight_bytes")
+class WeightBytes(Objective):
+    """Bytes of all weights at ``bytes_per_param`` (2 for bf16/fp16)."""
+
+    name, unit = "weight_bytes", "B"
+
+    def __init__(self, bytes_per_param: float = 2.0):
+        self.bytes_per_param = bytes_per_param
+
+    def score(self, subnet: Subnet, ctx: Context) -> float:
+        return ctx.space.params(subnet, decoder_only=False) * self.bytes_per_param
+
+
+@OBJECTIVES.register("kv_cache_bytes")
+class KVCacheBytes(Objective):
+    """KV-cache bytes for ``batch`` sequences of ``context`` tokens: 2 (K,V) x groups x head_dim per kept layer."""
+
+    name, unit = "kv_cache_bytes", "B"
+
+    def __init__(self, context: int = 2048, batch: int = 1, bytes_per_value: float = 2.0):
+        self.context, self.batch, self.bytes_per_value = context, batch, bytes_per_value
+
+    def score(self, subnet: Subnet, ctx: Context) -> float:
+        hd = ctx.space.dims.head_dim
+        per_token = sum(2 * c.kv_groups * hd for c in subnet.layers if c.keep)
+        return per_token * self.context * self.batch * self.bytes_per_value

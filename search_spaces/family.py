@@ -1,0 +1,143 @@
+"""Per-family declarations: where heads, KV groups, MLP channels and decoder layers live.
+
+A family is pure data. The engine (masking, slicing, export, importance) only ever asks a
+``Family`` for modules by role, so supporting a new decoder family is one declaration in a
+module of its own, registered with :func:`register_family` -- no edits across the engine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where the prunable structures of one HF decoder family live (attribute paths)."""
+
+    name: str
+    architectures: tuple[str, ...]  # HF *ForCausalLM class names
+    model_types: tuple[str, ...]  # config.model_type values
+    layers: str = "model.layers"
+    attn: str = "self_attn"
+    q: str = "q_proj"
+    k: str = "k_proj"
+    v: str = "v_proj"
+    o: str = "o_proj"
+    mlp: str = "mlp"
+    gate: str = "gate_proj"
+    up: str = "up_proj"
+    down: str = "down_proj"
+    layer_norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
+    head_norms: tuple[str, ...] = ()  # per-head_dim norms shared by all heads (Qwen3 q_norm/k_norm)
+    per_layer_config_lists: tuple[str, ...] = ("layer_types",)  # config lists indexed by layer
+
+    # -- module access by role -------------------------------------------------------------
+    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
+        return _get(model, self.layers)
+
+    def attention(self, layer: nn.Module) -> nn.Module:
+        return _get(layer, self.attn)
+
+    def mlp_module(self, layer: nn.Module) -> nn.Module:
+        return _get(layer, self.mlp)
+
+    def attn_linears(self, layer: nn.Module) -> dict[str, nn.Linear]:
+        a = self.attention(layer)
+        return {r: _get(a, getattr(self, r)) for r in ("q", "k", "v", "o")}
+
+    def mlp_linears(self, layer: nn.Module) -> dict[str, nn.Linear]:
+        m = self.mlp_module(layer)
+        return {r: _get(m, getattr(self, r)) for r in ("gate", "up", "down")}
+
+    def set_linear(self, layer: nn.Module, role: str, new: nn.Linear) -> None:
+        parent = self.attention(layer) if role in ("q", "k", "v", "o") else self.mlp_module(layer)
+        setattr(parent, getattr(self, role), new)
+
+    def dims(self, config: Any) -> "ModelDims":
+        return ModelDims.from_config(config, self)
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The dense model's shapes: everything a parameter count or a search space needs."""
+
+    num_layers: int
+    hidden: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied_embeddings: bool
+    attention_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    num_layer_norms: int = 2
+    num_head_norms: int = 0
+
+    @property
+    def q_per_group(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    @classmethod
+    def from_config(cls, config: Any, family: Family) -> "ModelDims":
+        heads = config.num_attention_heads
+        kv = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        attn_bias = bool(getattr(config, "attention_bias", False))
+        # Qwen2 has biases on q/k/v but not on o; LLaMA's attention_bias covers all four.
+        qkv_bias_only = family.name == "qwen2"
+        return cls(
+            num_layers=config.num_hidden_layers,
+            hidden=config.hidden_size,
+            num_heads=heads,
+            num_kv_heads=kv,
+            head_dim=head_dim,
+            intermediate=config.intermediate_size,
+            vocab=config.vocab_size,
+            tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            attention_bias=True if qkv_bias_only else attn_bias,
+            o_bias=False if qkv_bias_only else attn_bias,
+            mlp_bias=bool(getattr(config, "mlp_bias", False)),
+            num_layer_norms=len(family.layer_norms),
+            num_head_norms=len(family.head_norms),
+        )
+
+
+def _get(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_REGISTRY: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Make a family known to the engine; returns it so a module can keep a name for it."""
+    _REGISTRY[family.name] = family
+    return family
+
+
+def families() -> dict[str, Family]:
+    return dict(_REGISTRY)
+
+
+def get_family(model_or_config: Any) -> Family:
+    """The family of a model or config; an unknown one fails with the supported list."""
+    config = getattr(model_or_config, "config", model_or_config)
+    archs = list(getattr(config, "architectures", None) or [])
+    if hasattr(model_or_config, "config"):
+        archs.insert(0, type(model_or_config).__name__)
+    model_type = getattr(config, "model_type", None)
+    for fam in _REGISTRY.values():
+        if model_type in fam.model_types or any(a in fam.architectures for a in archs):
+            return fam
+    supported = sorted(a for f in _REGISTRY.values() for a in f.architectures)
+    raise NotImplementedError(
+        f"unsupported architecture {archs[0] if archs else type(config).__name__!r} "
+        f"(model_type={model_type!r}); supported: {', '.join(supported)}. "
+        "Add a family with search_spaces.register_family(Family(...))."
+    )
