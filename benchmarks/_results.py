@@ -1,0 +1,81 @@
+"""Shared helpers for benchmark scripts: raw JSON beside RESULTS.md, one section per benchmark.
+
+Each benchmark owns a section of benchmarks/RESULTS.md between markers, so scripts can be
+re-run independently without clobbering each other's tables.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import json
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS_MD = HERE / "RESULTS.md"
+RAW_DIR = HERE / "results"
+
+
+def machine() -> dict:
+    import torch
+    import transformers
+
+    info = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": _nproc(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def _nproc() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
+
+
+def command_line() -> str:
+    return "python " + " ".join([str(Path(sys.argv[0]).as_posix())] + sys.argv[1:])
+
+
+def save_raw(name: str, data: dict) -> Path:
+    RAW_DIR.mkdir(parents=True, exist_ok=True)
+    path = RAW_DIR / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)
+    return path
+
+
+def write_section(name: str, markdown: str) -> None:
+    """Replace (or append) the section ``name`` of RESULTS.md, under a file lock."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    lock = open(HERE / ".results.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n\nEvery number below was measured by the command written next to it; raw JSON in `benchmarks/results/`.\n"
+        pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+        text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
+        RESULTS_MD.write_text(text)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def header(title: str, info: dict, cmd: str) -> str:
+    keys = ", ".join(f"{k} {info[k]}" for k in ("machine", "cpus", "gpu", "torch", "transformers", "commit") if k in info)
+    return f"## {title}\n\n`{cmd}` — {info['date']}; {keys}\n"
