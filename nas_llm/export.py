@@ -92,6 +92,16 @@ def _weight_files(d: Path) -> list[Path]:
     return files
 
 
+def _add_missing_biases(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give a Linear a bias slot when the file has one its stock class lacks (FLAP-style bias compensation)."""
+    modules = dict(model.named_modules())
+    for key, t in state.items():
+        if key.endswith(".bias"):
+            mod = modules.get(key[: -len(".bias")])
+            if isinstance(mod, nn.Linear) and mod.bias is None:
+                mod.bias = nn.Parameter(torch.empty(t.shape, dtype=mod.weight.dtype, device="meta"))
+
+
 def load_subnet(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild an exported subnet with stock transformers classes (no pickle, no remote code)."""
     from safetensors.torch import load_file
@@ -115,6 +125,7 @@ def load_subnet(path: str | Path, dtype: torch.dtype = torch.float32, device: st
             state.update(load_file(str(f)))
         except Exception as e:  # safetensors raises several types for truncated/garbled files
             raise ExportError(f"corrupt weight file {f}: {e}") from e
+    _add_missing_biases(model, state)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     tied = {k for k in missing if getattr(config, "tie_word_embeddings", False) and k.endswith("lm_head.weight")}
     missing = [k for k in missing if k not in tied]

@@ -98,6 +98,19 @@ def update_config(config: Any, fam: Family, dims: ModelDims, layers: list[dict],
     }
 
 
+def mark_nonstock(config: Any) -> None:
+    """Reset the stock shape fields to the dense ones, so plain ``from_pretrained`` fails loudly.
+
+    Call this after adding tensors a stock class cannot hold (e.g. a bias on ``down_proj`` from
+    bias compensation): stock loading must not silently drop them; ``load_subnet`` handles them.
+    """
+    dense = config.nas_llm["dense"]
+    config.num_attention_heads = dense["num_attention_heads"]
+    config.num_key_value_heads = dense["num_key_value_heads"]
+    config.intermediate_size = dense["intermediate_size"]
+    config.nas_llm = {**config.nas_llm, "nonstock": True}
+
+
 def slice_model(model: nn.Module, plan: Plan, inplace: bool = False, subnet: Any = None) -> nn.Module:
     """A physically smaller copy of ``model`` (or the model itself with ``inplace=True``)."""
     fam = get_family(model)
