@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -49,7 +50,6 @@ def import_path(path: str, kind: str = "object") -> Any:
         raise ValueError(f"{kind} import path must look like 'package.module:Name', got {path!r}")
     try:
         if mod_name.endswith(".py"):
-            import importlib.util
             import sys
             from pathlib import Path
 

@@ -1,0 +1,166 @@
+"""Issue 3 CPU benchmark on SmolLM2-135M (fp32): predictors vs measurement, perplexity cost, timing noise.
+
+(a) lookup-table (and roofline) predictor vs measured latency of 20 random subnets, prefill
+    (batch 1 x --seq tokens) and decode per token (after a --seq prompt): Spearman and MAPE;
+(b) perplexity-evaluation cost per candidate, fast path (prefix cache + sliced layers) relative
+    to the naive masked full forward on the same tokens, with the largest difference of the values;
+(c) one subnet measured --repeats times back to back: spread of the medians.
+
+Run it alone: ``flock /tmp/nasllm-heavy.lock python benchmarks/latency_cpu.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--n-subnets", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ppl-subnets", type=int, default=6)
+    ap.add_argument("--ppl-samples", type=int, default=8)
+    ap.add_argument("--ppl-seq", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from _results import command_line, header, machine, save_raw, write_section
+    from latency_gpu import sample_spread
+
+    from nas_llm import load_model
+    from nas_llm.slicing import slice_model
+    from objectives import Context
+    from objectives.latency import mape, measure_interleaved, measure_latency, spearman
+    from objectives.perplexity import Perplexity
+    from objectives.predictors import LookupTablePredictor, RooflinePredictor, checked_predict
+    from search_spaces import Ranking, SubnetSpace
+
+    t0 = time.time()
+    model, tok = load_model("smollm2-135m")
+    space = SubnetSpace.from_model(model)
+    d = space.dims
+    rank = Ranking.identity(d.num_layers, d.num_kv_heads, d.intermediate)
+    rng = np.random.default_rng(0)
+    info = machine()
+    res: dict = {"machine": info, "threads": args.threads, "seq": args.seq, "command": command_line()}
+    skip = set(args.skip.split(","))
+    md = [header("Latency objectives on CPU (issue 3): SmolLM2-135M fp32", info, command_line()),
+          f"torch threads {args.threads}; the machine's 2 cores were shared with other agents' work during the run "
+          f"(heavy jobs serialised by a lock, light ones not), so expect extra noise.\n"]
+
+    if "a" not in skip:
+        subs = [sample_spread(space, rng) for _ in range(args.n_subnets)]
+        res["a"] = {"subnets": [s.to_dict() for s in subs], "ratios": [space.ratio(s) for s in subs]}
+        md.append(f"### (a) predictors vs measurement, {len(subs)} random subnets (decoder param ratio "
+                  f"{min(res['a']['ratios']):.2f}-{max(res['a']['ratios']):.2f}; per-subnet scale f~U(0.3,1), "
+                  f"per-layer widths f x U(0.7,1.3), layer drop prob 0.25(1-f))\n")
+        md.append("Measured: median of the round medians over "
+                  f"{args.rounds} interleaved rounds (`blocked_autorange`, 0.2 s each).\n")
+        md.append("| mode | predictor | Spearman | MAPE % | table build s | dense measured ms | dense IQR ms |\n|---|---|---|---|---|---|---|")
+        for mode in ("prefill", "decode"):
+            tb = time.time()
+            lut = LookupTablePredictor(mode=mode, seq_len=args.seq, rounds=args.rounds, min_run_time=0.1,
+                                       refresh=True, progress=False)
+            lut.setup(model)
+            build_s = time.time() - tb
+            roof = RooflinePredictor(mode=mode, seq_len=args.seq)
+            roof.setup(model)
+            builders = {f"s{i}": (lambda s=s: slice_model(model, rank.resolve(s))) for i, s in enumerate(subs)}
+            builders["dense"] = lambda: model
+            meas = measure_interleaved(builders, mode, 1, args.seq, rounds=args.rounds, min_run_time=0.2, progress=False)
+            m = [meas[f"s{i}"].median_s for i in range(len(subs))]
+            row = {"measured_s": m, "iqr_s": [meas[f"s{i}"].iqr_s for i in range(len(subs))],
+                   "dense": meas["dense"].to_dict(), "lut_build_s": build_s, "lut_table": lut.table, "peaks": roof.peaks}
+            for pn, p in (("lut", lut), ("roofline", roof)):
+                pr = [checked_predict(p, s) for s in subs]
+                row[pn] = {"pred_s": pr, "spearman": spearman(pr, m), "mape": mape(pr, m)}
+                md.append(f"| {mode} | {pn} | {row[pn]['spearman']:.3f} | {row[pn]['mape']:.1f} | "
+                          f"{build_s if pn == 'lut' else 0:.0f} | {meas['dense'].median_ms:.2f} | {meas['dense'].iqr_s * 1e3:.2f} |")
+            res["a"][mode] = row
+            save_raw("latency_cpu", res)
+            print(mode, {pn: (row[pn]["spearman"], row[pn]["mape"]) for pn in ("lut", "roofline")}, flush=True)
+        pk = res["a"]["prefill"]["peaks"]
+        md.append(f"\nRoofline peaks measured here: {pk['flops_per_s'] / 1e9:.0f} GFLOP/s fp32 matmul, "
+                  f"{pk['bytes_per_s'] / 1e9:.1f} GB/s copy, {pk['op_overhead_s'] * 1e6:.1f} us per tiny op.\n")
+
+    if "b" not in skip:
+        ctx = Context(model, tok, space, rank)
+        fast = Perplexity(n_samples=args.ppl_samples, seq_len=args.ppl_seq, batch_size=args.ppl_samples)
+        tc = time.time()
+        fast.setup(ctx)
+        setup_s = time.time() - tc
+        subs = [sample_spread(space, rng) for _ in range(args.ppl_subnets)]
+        late = space.dense().layers[:15] + sample_spread(space, rng).layers[15:]
+        from search_spaces import Subnet
+
+        subs.append(Subnet(tuple(late)))
+        rows = []
+        for s in subs:
+            ta = time.perf_counter()
+            vf = fast.score(s, ctx)
+            tf = time.perf_counter() - ta
+            first, start = fast.last["first_changed"], fast.last["start"]
+            ta = time.perf_counter()
+            vn = fast.naive(s, ctx)
+            tn = time.perf_counter() - ta
+            rows.append({"ratio": space.ratio(s), "first_changed": first, "start": start, "fast_s": tf, "naive_s": tn,
+                         "fast_ppl": vf, "naive_ppl": vn, "rel_diff": abs(vf - vn) / vn})
+            print(rows[-1], flush=True)
+        ratios = [r["fast_s"] / r["naive_s"] for r in rows]
+        res["b"] = {"rows": rows, "setup_s": setup_s, "cost_ratio_median": statistics.median(ratios),
+                    "cost_ratio_mean": float(np.mean(ratios)), "max_rel_diff": max(r["rel_diff"] for r in rows)}
+        save_raw("latency_cpu", res)
+        md.append(f"### (b) perplexity cost per candidate: fast / naive masked full forward\n\n"
+                  f"{args.ppl_samples} x {args.ppl_seq} tokens of wikitext2-valid, one batch; cache setup (one dense "
+                  f"forward + {len(fast.prefix_cache(ctx).boundaries)} cached boundaries, "
+                  f"{fast.prefix_cache(ctx).bytes / 2**20:.0f} MiB) {setup_s:.1f} s once. Last row: a subnet changing only layers >= 15.\n")
+        md.append("| params ratio | first changed layer | fast s | naive s | cost ratio | ppl fast | rel. diff |\n|---|---|---|---|---|---|---|")
+        for r in rows:
+            md.append(f"| {r['ratio']:.2f} | {r['first_changed']} | {r['fast_s']:.2f} | {r['naive_s']:.2f} | "
+                      f"{r['fast_s'] / r['naive_s']:.2f} | {r['fast_ppl']:.3f} | {r['rel_diff']:.1e} |")
+        md.append(f"\nMedian cost ratio **{res['b']['cost_ratio_median']:.2f}** (mean {res['b']['cost_ratio_mean']:.2f}; "
+                  f"goal <= 0.6); largest relative difference to naive {res['b']['max_rel_diff']:.1e}.\n")
+
+    if "c" not in skip:
+        s = space.uniform_at_ratio(0.7, mode="both")
+        m = slice_model(model, rank.resolve(s))
+        out = {}
+        md.append(f"### (c) repeat measurement of one subnet (uniform, params ratio {space.ratio(s):.2f})\n\n"
+                  f"{args.repeats} back-to-back `measure_latency` calls (`blocked_autorange`, 0.3 s each).\n")
+        md.append("| mode | medians ms | spread (max-min)/median | mean IQR ms |\n|---|---|---|---|")
+        for mode in ("prefill", "decode"):
+            rs = [measure_latency(m, mode, 1, args.seq, min_run_time=0.3) for _ in range(args.repeats)]
+            med = [r.median_s for r in rs]
+            spread = (max(med) - min(med)) / statistics.median(med)
+            out[mode] = {"medians_s": med, "iqr_s": [r.iqr_s for r in rs], "spread": spread}
+            md.append(f"| {mode} | {', '.join(f'{x * 1e3:.2f}' for x in med)} | {spread * 100:.1f} % | "
+                      f"{np.mean([r.iqr_s for r in rs]) * 1e3:.2f} |")
+            print(mode, out[mode], flush=True)
+        res["c"] = out
+        save_raw("latency_cpu", res)
+
+    res["elapsed_s"] = time.time() - t0
+    save_raw("latency_cpu", res)
+    md.append(f"\nTotal benchmark time {res['elapsed_s']:.0f} s. Raw: `benchmarks/results/latency_cpu.json`.")
+    write_section("latency_cpu", "\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The first generation: importance-initialised, not uniform random (the paper's item 2).
+
+Seeds are the dense model, importance-ranked uniform subnets at several target sizes (MLP only
+and MLP+attention), variants that also drop the lowest-Block-Influence layers, and simple
+baselines (drop the last layers); the rest are small mutations of the seeds. Every member
+carries a ``source`` tag that ends up in the run table, so baselines can be found later.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from search_spaces import LayerChoice, Ranking, Subnet, SubnetSpace
+
+DEFAULT_RATIOS = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)  # below ~0.6 training-free subnets collapse
+
+
+def drop_least_influential(subnet: Subnet, ranking: Ranking, n_drop: int) -> Subnet:
+    """``subnet`` with its ``n_drop`` lowest-Block-Influence kept layers dropped (last layers without scores)."""
+    kept = subnet.kept_layers
+    if n_drop <= 0 or n_drop >= len(kept):
+        return subnet
+    if ranking.layer_scores is not None:
+        order = sorted(kept, key=lambda i: (float(ranking.layer_scores[i]), -i))
+    else:
+        order = sorted(kept, reverse=True)
+    drop = set(order[:n_drop])
+    return Subnet(tuple(LayerChoice(c.kv_groups, c.neurons, c.keep and i not in drop) for i, c in enumerate(subnet.layers)))
+
+
+def mutate(space: SubnetSpace, subnet: Subnet, rng: np.random.Generator, p: float = 0.2, p_flip: float = 0.03) -> Subnet:
+    """Each layer with probability ``p``: +-1 KV group and/or +-1 neuron block; keep flips with ``p_flip``."""
+    d, choices = space.dims, space.neuron_choices
+    layers = []
+    for c in subnet.layers:
+        kv, nb, keep = c.kv_groups, choices.index(c.neurons), c.keep
+        if rng.random() < p:
+            kv = int(np.clip(kv + rng.choice([-1, 1]), 1, d.num_kv_heads))
+        if rng.random() < p:
+            nb = int(np.clip(nb + rng.choice([-2, -1, 1, 2]), 0, len(choices) - 1))
+        if space.allow_layer_drop and rng.random() < p_flip:
+            keep = not keep
+        layers.append(LayerChoice(kv, choices[nb], keep))
+    if not any(c.keep for c in layers):
+        layers[0] = LayerChoice(layers[0].kv_groups, layers[0].neurons, True)
+    return Subnet(tuple(layers))
+
+
+def seeds(space: SubnetSpace, ranking: Ranking, ratios: Sequence[float] = DEFAULT_RATIOS) -> list[tuple[Subnet, str]]:
+    """The deterministic seeds, deduplicated, dense first."""
+    out: list[tuple[Subnet, str]] = [(space.dense(), "dense")]
+    L = space.num_layers
+    for r in ratios:
+        out.append((space.uniform_at_ratio(r, "mlp"), "uniform"))
+        out.append((space.uniform_at_ratio(r, "both"), "uniform"))
+        if space.allow_layer_drop and L > 2:
+            # drop low-influence layers and keep the rest wider, landing near the same size
+            n_drop = max(1, int(round((1 - r) * L / 2)))
+            base = space.uniform_at_ratio(min(1.0, r + n_drop / L), "mlp")
+            out.append((drop_least_influential(base, ranking, n_drop), "init"))
+            out.append((space.uniform_at_ratio(r, "layers"), "baseline:drop_last"))
+    seen: set[str] = set()
+    uniq = []
+    for s, src in out:
+        if s.key() not in seen:
+            seen.add(s.key())
+            uniq.append((s, src))
+    return uniq
+
+
+def initial_population(space: SubnetSpace, ranking: Ranking, size: int, seed: int = 0,
+                       ratios: Sequence[float] = DEFAULT_RATIOS, random_fraction: float = 0.0) -> list[tuple[Subnet, str]]:
+    """``size`` distinct subnets: the seeds (all of them, even beyond ``size``), then mutations of them
+    (and a ``random_fraction`` of uniform random subnets for diversity)."""
+    if size < 1:
+        raise ValueError(f"population size must be >= 1, got {size}")
+    rng = np.random.default_rng(seed)
+    pop = seeds(space, ranking, ratios)
+    seen = {s.key() for s, _ in pop}
+    n_random = int(round(random_fraction * max(0, size - len(pop))))
+    tries = 0
+    base = [s for s, _ in pop]
+    while len(pop) < size - n_random and tries < 100 * size:
+        tries += 1
+        s = mutate(space, base[int(rng.integers(len(base)))], rng)
+        if s.key() not in seen:
+            seen.add(s.key())
+            pop.append((s, "init"))
+    while len(pop) < size and tries < 200 * size:
+        tries += 1
+        s = space.sample(rng, p_drop=0.1)
+        if s.key() not in seen:
+            seen.add(s.key())
+            pop.append((s, "random"))
+    return pop

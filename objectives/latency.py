@@ -1,0 +1,294 @@
+"""Measured latency of a physically sliced model: prefill and per-token decode, eager or compiled.
+
+Timing uses ``torch.utils.benchmark.Timer`` (warm-up, ``blocked_autorange``, CUDA synchronised).
+Decode is the time of one token at batch 1 after a prompt of ``seq_len`` tokens, with a KV
+cache; after each timed step the cache is rewound by one token so every step sees the same
+context. ``compiled=True`` uses a static cache and ``torch.compile`` (CUDA graphs on CUDA),
+because eager decode of a large model on a GPU is bound by kernel launches, not by the GPU.
+
+CPU timings drift by +-15 % between back-to-back runs on a shared machine, so
+:func:`measure_interleaved` measures several models in rounds (A B A B ...) and reports the
+median of the round medians and their spread; comparisons should use it.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+import torch.nn as nn
+
+from search_spaces import Subnet
+
+from .base import OBJECTIVES, Context, Objective
+
+MODES = ("prefill", "decode")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class LatencyResult:
+    """One latency number with its noise. ``median_s`` is per call (prefill) or per token (decode)."""
+
+    median_s: float
+    iqr_s: float
+    n_runs: int
+    mode: str
+    batch: int
+    seq_len: int
+    device: str
+    compiled: bool = False
+    round_medians_s: list[float] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return self.median_s * 1e3
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the round medians; 0 with one round."""
+        r = self.round_medians_s
+        return (max(r) - min(r)) / statistics.median(r) if len(r) > 1 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "median_ms": self.median_ms, "iqr_ms": self.iqr_s * 1e3, "spread": self.spread}
+
+    def __str__(self) -> str:
+        tag = f"{self.mode}{' compiled' if self.compiled else ''} b{self.batch} s{self.seq_len} {self.device}"
+        return f"{self.median_s * 1e3:.3f} ms (IQR {self.iqr_s * 1e3:.3f} ms, n={self.n_runs}) [{tag}]"
+
+
+# -- argument checking ------------------------------------------------------------------------
+def resolve_device(device: str | torch.device | None, model: nn.Module | None = None) -> torch.device:
+    """A torch device; asking for CUDA on a machine without it is a clear error."""
+    if device is None:
+        return next(model.parameters()).device if model is not None else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for, but this machine has no CUDA GPU "
+                         f"(torch {torch.__version__}); use device='cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda'")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _check(mode: str, batch: int, seq_len: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"latency mode {mode!r} is not supported; use 'prefill' or 'decode'")
+    if batch < 1 or seq_len < 1:
+        raise ValueError(f"batch and seq_len must be >= 1, got batch={batch}, seq_len={seq_len}")
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    import platform
+
+    return f"cpu {platform.machine()} {platform.processor() or ''}".strip()
+
+
+# -- runners: a zero-argument callable that does one timed unit of work ----------------------
+def _rewind(cache: Any, n: int = 1) -> None:
+    """Drop the last ``n`` tokens of a KV cache, across transformers versions."""
+    if "Static" in type(cache).__name__:
+        for layer in getattr(cache, "layers", []):  # move the write position back (in place, graph-safe)
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length.sub_(n)
+        return  # older versions write at the explicit cache_position: nothing to undo
+    cache.crop(-n)  # a negative length removes that many tokens (all transformers 4.4x-5.x)
+
+
+def _forward_kwargs(model: nn.Module) -> dict:
+    params = inspect.signature(model.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+def make_runner(model: nn.Module, mode: str = "prefill", batch: int = 1, seq_len: int = 128,
+                compiled: bool = False, body_only: bool = False, seed: int = 0) -> Callable[[], Any]:
+    """A callable doing one prefill or one decode step of ``model`` (already on its device).
+
+    ``body_only`` runs the decoder without the LM head (used by the lookup table to time layers).
+    Prefill returns only the last position's logits, as serving does.
+    """
+    _check(mode, batch, seq_len)
+    dev = next(model.parameters()).device
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(seed)
+    net = model.get_decoder() if body_only else model
+    extra = {} if body_only else _forward_kwargs(model)
+    if mode == "prefill":
+        ids = torch.randint(0, vocab, (batch, seq_len), generator=g).to(dev)
+        fwd = torch.compile(net.forward, dynamic=False) if compiled else net.forward
+
+        def prefill() -> Any:
+            return fwd(input_ids=ids, use_cache=False, **extra)
+
+        return prefill
+    from transformers import DynamicCache, StaticCache
+
+    ids = torch.randint(0, vocab, (1, seq_len), generator=g).to(dev)
+    tok = torch.randint(0, vocab, (1, 1), generator=g).to(dev)
+    pos = torch.tensor([[seq_len]], device=dev)
+    if "cache_position" in inspect.signature(net.forward).parameters:  # older transformers
+        extra = {**extra, "cache_position": pos[0]}
+    if compiled:
+        cache = StaticCache(config=model.config, max_cache_len=seq_len + 1)
+        mode_ = "reduce-overhead" if dev.type == "cuda" else "default"
+        fwd = torch.compile(net.forward, mode=mode_, dynamic=False)
+    else:
+        try:
+            cache = DynamicCache(config=model.config)
+        except TypeError:
+            cache = DynamicCache()
+        fwd = net.forward
+    with torch.inference_mode():
+        net(input_ids=ids, past_key_values=cache, use_cache=True)  # the prompt, not timed
+
+    def decode() -> Any:
+        out = fwd(input_ids=tok, past_key_values=cache, position_ids=pos, use_cache=True, **extra)
+        _rewind(cache, 1)
+        return out
+
+    return decode
+
+
+def time_runner(fn: Callable[[], Any], min_run_time: float = 0.2, warmup: int = 2, adaptive: bool = False):
+    """``torch.utils.benchmark`` measurement of ``fn`` after ``warmup`` calls (inference mode)."""
+    from torch.utils.benchmark import Timer
+
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t = Timer(stmt="fn()", globals={"fn": lambda: _inference(fn)})
+        return t.adaptive_autorange(min_run_time=min_run_time) if adaptive else t.blocked_autorange(min_run_time=min_run_time)
+
+
+def _inference(fn: Callable[[], Any]) -> Any:
+    with torch.inference_mode():
+        return fn()
+
+
+def _iqr(times: list[float]) -> float:
+    if len(times) < 2:
+        return 0.0
+    q = statistics.quantiles(times, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
+def measure_latency(model: nn.Module, mode: str = "prefill", batch: int = 1, seq_len: int = 128,
+                    device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+                    compiled: bool = False, min_run_time: float = 0.2, warmup: int = 2, rounds: int = 1,
+                    body_only: bool = False) -> LatencyResult:
+    """Time one already-built (e.g. sliced) model. Moves it (in place, like ``.to``) to ``device``/``dtype`` if given.
+
+    ``rounds`` > 1 repeats the measurement and reports the median of the round medians.
+    """
+    _check(mode, batch, seq_len)
+    dev = resolve_device(device, model)
+    dt = resolve_dtype(dtype)
+    if dt is not None or device is not None:
+        model = model.to(device=dev, dtype=dt)
+    fn = make_runner(model, mode, batch, seq_len, compiled=compiled, body_only=body_only)
+    meds, times = [], []
+    for _ in range(max(1, rounds)):
+        m = time_runner(fn, min_run_time, warmup)
+        meds.append(m.median)
+        times += list(m.times)
+    return LatencyResult(statistics.median(meds), _iqr(times), len(times), mode, batch, seq_len,
+                         _device_name(dev), compiled, meds)
+
+
+def measure_interleaved(builders: Mapping[str, Callable[[], nn.Module]], mode: str = "prefill", batch: int = 1,
+                        seq_len: int = 128, rounds: int = 3, min_run_time: float = 0.2, warmup: int = 2,
+                        compiled: bool = False, body_only: bool = False, progress: bool = True) -> dict[str, LatencyResult]:
+    """Measure several models in rounds (A B C A B C ...), so slow drifts hit all of them alike.
+
+    ``builders`` map a name to a function building the model (e.g. slicing a subnet); a model is
+    built, timed and dropped in each round, so only one extra model is in memory at a time.
+    """
+    _check(mode, batch, seq_len)
+    meds: dict[str, list[float]] = {k: [] for k in builders}
+    times: dict[str, list[float]] = {k: [] for k in builders}
+    dev_name = ""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=rounds * len(builders), desc=f"latency {mode}", disable=not progress, leave=False)
+    for _ in range(rounds):
+        for name, build in builders.items():
+            model = build()
+            dev_name = _device_name(next(model.parameters()).device)
+            fn = make_runner(model, mode, batch, seq_len, compiled=compiled, body_only=body_only)
+            m = time_runner(fn, min_run_time, warmup)
+            meds[name].append(m.median)
+            times[name] += list(m.times)
+            del fn, model
+            bar.update(1)
+    bar.close()
+    return {k: LatencyResult(statistics.median(meds[k]), _iqr(times[k]), len(times[k]), mode, batch, seq_len,
+                             dev_name, compiled, meds[k]) for k in builders}
+
+
+# -- the objective ------------------------------------------------------------------------------
+@OBJECTIVES.register("latency")
+class Latency(Objective):
+    """Measured latency of the physically sliced subnet, in ms (minimize).
+
+    Each score slices the dense model (``ctx.sliced``), moves the copy to ``device``/``dtype`` and
+    times it; ``rounds`` > 1 repeats the timing and takes the median of the round medians.
+    """
+
+    name, unit, direction = "latency", "ms", "minimize"
+
+    def __init__(self, device: str = "cpu", mode: str = "prefill", batch: int = 1, seq_len: int = 128,
+                 dtype: str | None = None, compiled: bool = False, min_run_time: float = 0.2, rounds: int = 1):
+        _check(mode, batch, seq_len)
+        self.device = str(resolve_device(device))
+        self.dtype = dtype
+        resolve_dtype(dtype)
+        self.mode, self.batch, self.seq_len, self.compiled = mode, batch, seq_len, compiled
+        self.min_run_time, self.rounds = min_run_time, rounds
+
+    def measure(self, subnet: Subnet, ctx: Context) -> LatencyResult:
+        model = ctx.sliced(subnet)
+        try:
+            return measure_latency(model, self.mode, self.batch, self.seq_len, self.device, self.dtype,
+                                   self.compiled, self.min_run_time, rounds=self.rounds)
+        finally:
+            del model
+
+    def score(self, subnet: Subnet, ctx: Context) -> float:
+        return self.measure(subnet, ctx).median_s * 1e3
+
+
+def spearman(a: Iterable[float], b: Iterable[float]) -> float:
+    """Spearman rank correlation (scipy), NaN when either side is constant."""
+    from scipy.stats import spearmanr
+
+    a, b = list(a), list(b)
+    if len(a) < 2:
+        return math.nan
+    r = spearmanr(a, b).statistic
+    return float(r)
+
+
+def mape(pred: Iterable[float], meas: Iterable[float]) -> float:
+    """Mean absolute percentage error of ``pred`` against ``meas`` (in %)."""
+    p, m = list(pred), list(meas)
+    return 100.0 * sum(abs(x - y) / y for x, y in zip(p, m)) / len(m)

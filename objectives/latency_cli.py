@@ -1,0 +1,150 @@
+"""``nas-llm latency measure|validate``: time a subnet, or check latency predictors against measurement.
+
+    nas-llm latency measure --model smollm2-135m --ratio 0.7 --mode both --seq-len 128
+    nas-llm latency measure --subnet subnet.json --device cuda --dtype bfloat16 --compiled
+    nas-llm latency validate --n 20 --predictors lut,roofline,my_pkg.lat:MyPredictor --json val.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, help_text in (("measure", "time one subnet (the dense model by default)"),
+                            ("validate", "Spearman and MAPE of latency predictors on N random subnets")):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--model", default="smollm2-135m", help="built-in name, HF folder or .gguf (default: %(default)s)")
+        p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+        p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the model's)")
+        p.add_argument("--mode", default="prefill", choices=["prefill", "decode", "both"])
+        p.add_argument("--batch", type=int, default=1, help="prefill batch (decode is always batch 1)")
+        p.add_argument("--seq-len", type=int, default=128, help="prefill length / decode prompt length")
+        p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median is reported")
+        p.add_argument("--min-run-time", type=float, default=0.2, help="seconds per blocked_autorange")
+        p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+        p.add_argument("--ranking", default=None, help="ranking.json that resolves subnets (default: identity order)")
+        p.add_argument("--granularity", type=int, default=64)
+        p.add_argument("--json", default=None, help="write the results here")
+        if name == "measure":
+            p.add_argument("--subnet", default=None, help="subnet JSON text or a file holding it")
+            p.add_argument("--ratio", type=float, default=None, help="uniform subnet at this decoder-param ratio")
+            p.add_argument("--ratio-mode", default="both", choices=["mlp", "both", "layers"])
+            p.add_argument("--compiled", action="store_true", help="static cache + torch.compile (decode)")
+        else:
+            p.add_argument("--n", type=int, default=20, help="random subnets (default: %(default)s)")
+            p.add_argument("--predictors", default="lut,roofline",
+                           help="comma list of registered names or import paths pkg.mod:Name")
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--sampler", default="spread", choices=["spread", "uniform"],
+                           help="spread: sizes spread over the space; uniform: space.sample per layer")
+
+
+def _setup(args):
+    import torch
+
+    from nas_llm import load_model
+    from search_spaces import Ranking, SubnetSpace
+
+    from .latency import resolve_device, resolve_dtype
+
+    dev = resolve_device(args.device)  # fails before loading anything when CUDA is missing
+    dt = resolve_dtype(args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, _ = load_model(args.model, dtype=dt or torch.float32, device=dev)
+    space = SubnetSpace.from_model(model, args.granularity)
+    d = space.dims
+    rank = Ranking.load(args.ranking) if args.ranking else Ranking.identity(d.num_layers, d.num_kv_heads, d.intermediate)
+    return model, space, rank
+
+
+def _subnet(args, space):
+    from search_spaces import Subnet
+
+    if args.subnet and args.ratio is not None:
+        raise ValueError("give --subnet or --ratio, not both")
+    if args.subnet:
+        text = Path(args.subnet).read_text() if Path(args.subnet).is_file() else args.subnet
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"--subnet is neither a file nor JSON: {args.subnet[:80]!r}") from None
+        return space.validate(Subnet.from_dict(data.get("subnet", data)))
+    if args.ratio is not None:
+        return space.uniform_at_ratio(args.ratio, args.ratio_mode)
+    return space.dense()
+
+
+def _modes(args) -> list[str]:
+    return ["prefill", "decode"] if args.mode == "both" else [args.mode]
+
+
+def _write(path: str | None, data: dict) -> None:
+    if path:
+        from nas_llm.run import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(data, indent=1, default=str))
+        print(f"wrote {path}")
+
+
+def measure(args) -> int:
+    from nas_llm.slicing import slice_model
+
+    from .latency import measure_latency
+
+    model, space, rank = _setup(args)
+    subnet = _subnet(args, space)
+    m = model if subnet == space.dense() else slice_model(model, rank.resolve(subnet), subnet=subnet)
+    print(f"subnet: {subnet.summary()}, decoder params ratio {space.ratio(subnet):.3f}")
+    out = {"subnet": subnet.to_dict(), "params_ratio": space.ratio(subnet), "results": {}}
+    for mode in _modes(args):
+        r = measure_latency(m, mode, args.batch if mode == "prefill" else 1, args.seq_len,
+                            compiled=args.compiled, min_run_time=args.min_run_time, rounds=args.rounds)
+        out["results"][mode] = r.to_dict()
+        print(f"{mode:8s} {r}  spread of {len(r.round_medians_s)} rounds {r.spread * 100:.1f} %")
+    _write(args.json, out)
+    return 0
+
+
+def validate(args) -> int:
+    from .predictors import get_predictor, sample_spread, validate_predictors
+
+    if args.n < 2:
+        raise ValueError(f"--n must be >= 2 for a rank correlation, got {args.n}")
+    model, space, rank = _setup(args)
+    rng = np.random.default_rng(args.seed)
+    subs = [sample_spread(space, rng) if args.sampler == "spread" else space.sample(rng, 0.1) for _ in range(args.n)]
+    out = {"n": args.n, "sampler": args.sampler, "ratios": [space.ratio(s) for s in subs], "modes": {}}
+    for mode in _modes(args):
+        batch = args.batch if mode == "prefill" else 1
+        preds = {}
+        for spec in [s for s in args.predictors.split(",") if s]:
+            kw = {}
+            from .predictors import PREDICTORS, LookupTablePredictor, RooflinePredictor
+
+            obj = PREDICTORS.resolve(spec)
+            if obj in (LookupTablePredictor, RooflinePredictor):
+                kw = dict(mode=mode, batch=batch, seq_len=args.seq_len, device=args.device, dtype=args.dtype)
+                if obj is LookupTablePredictor:
+                    kw["granularity"] = args.granularity
+            p = get_predictor(spec, **kw)
+            p.setup(model)
+            preds[spec] = p
+        r = validate_predictors(model, preds, subs, rank, mode, batch, args.seq_len, rounds=args.rounds,
+                                min_run_time=args.min_run_time)
+        out["modes"][mode] = r
+        print(f"\n{mode}: {args.n} subnets, measured {min(r['measured_s']) * 1e3:.2f}-{max(r['measured_s']) * 1e3:.2f} ms")
+        print(f"{'predictor':30s} {'Spearman':>9s} {'MAPE %':>8s}")
+        for name, v in r["predictors"].items():
+            print(f"{name:30s} {v['spearman']:9.3f} {v['mape']:8.1f}")
+    _write(args.json, out)
+    return 0
+
+
+def main(args) -> int:
+    return measure(args) if args.action == "measure" else validate(args)
