@@ -1,0 +1,388 @@
+"""Weight reformation: after cutting input channels of ``o_proj``/``down_proj``, fit the kept weights again.
+
+For each kept layer and each map whose *input* channels were cut (``o_proj`` after head removal,
+``down_proj`` after neuron removal) we solve
+
+    min_W' ||W' X - W X||_F^2   s.t.  W'[:, cut] = 0,
+
+with X the map's dense input (all channels) on calibration data. Only ``H = X X^T`` is needed.
+Two solvers share one interface ``(W, H, kept) -> W'`` and work in float64:
+
+- :func:`admm` -- the paper's Theorem 3.1 iteration (rho, a fixed number of iterations);
+- :func:`closed_form` -- the exact least-squares answer, reference and fast path.
+
+:func:`reform` applies them *sequentially* (SparseGPT-style): the calibration batch is fed layer by
+layer through the already-reformed pruned model, so every layer also corrects the errors of the
+layers before it. ``method="bias"`` is FLAP's cheap bias compensation, ``method="none"`` plain slicing.
+
+Damping: ``H`` is first scaled by its mean diagonal (so settings are scale-free: activations of
+different layers differ by orders of magnitude) and ``damp`` (default 0.01, SparseGPT's choice) is
+added to the diagonal of the scaled ``H``. The damped problem is the least-squares problem plus
+``damp * mean(diag H) * ||W'_K - W_K||^2``, i.e. it pulls towards the *original* kept weights; the
+masked original ``W`` is feasible with zero penalty, so the reformed error is never above the
+unreformed one, also when ``H`` is rank-deficient (fewer tokens than channels, duplicated channels).
+
+Calibration defaults: CPU 64 x 256 tokens (:data:`CPU_CALIBRATION`), GPU 128 x 2048 as the paper
+(:data:`GPU_CALIBRATION`).
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from search_spaces import Plan, get_family
+
+from .masking import check_plan, head_channels
+from .slicing import mark_nonstock, slice_model
+
+METHODS = ("admm", "exact", "bias", "none")
+DEFAULT_DAMP = 0.01  # added to diag(H / mean(diag H)); the same relative damping as nas_llm.importance
+# ADMM penalty in units of the Jacobi-scaled H (unit diagonal). Measured on SmolLM2 o/down maps (layers 0/10/29,
+# 40% of channels cut, 16 x 256 tokens): after 30 iterations the reconstruction error is within 0.1-1.2% of the
+# exact optimum with rho = 0.1 and within 0.1-11% with rho = 1; without the scaling, 2-44%.
+DEFAULT_RHO = 0.1
+DEFAULT_ITERS = 30
+CPU_CALIBRATION = (64, 256)  # (n_samples, seq_len): ~16k tokens, ~1-3 min per SmolLM2-135M subnet on 2 cores
+GPU_CALIBRATION = (128, 2048)  # the paper's setting
+
+
+class _Stop(Exception):
+    """Raised from a hook to end a forward once the activations we need are recorded."""
+
+
+def default_calibration(device: str | torch.device = "cpu") -> tuple[int, int]:
+    """(n_samples, seq_len) for reformation on this device."""
+    return GPU_CALIBRATION if torch.device(device).type == "cuda" else CPU_CALIBRATION
+
+
+# -- solvers -----------------------------------------------------------------------------------
+
+
+def _prepare(W: torch.Tensor, H: torch.Tensor, kept: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float64 W, H scaled to mean diagonal 1, and a 0/1 mask of kept input columns; validates shapes."""
+    if W.dim() != 2 or H.dim() != 2 or H.shape[0] != H.shape[1] or H.shape[0] != W.shape[1]:
+        raise ValueError(f"need W [out, in] and H [in, in]; got W {tuple(W.shape)}, H {tuple(H.shape)}")
+    n = W.shape[1]
+    idx = torch.as_tensor(list(kept), dtype=torch.long)
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise ValueError(f"kept column indices must lie in [0, {n - 1}], got {int(idx.min())}..{int(idx.max())}")
+    keep = torch.zeros(n, dtype=torch.float64, device=W.device)
+    keep[idx.to(W.device)] = 1
+    W64, H64 = W.detach().double(), H.detach().double().to(W.device)
+    if not torch.isfinite(H64).all():
+        raise ValueError("H = X X^T has non-finite entries; the calibration activations overflowed (try float32 or a smaller model dtype)")
+    H64 = (H64 + H64.T) / 2
+    scale = torch.diagonal(H64).mean()
+    if not scale > 0:  # all-zero inputs: nothing to fit, any damped solve returns W
+        scale = torch.ones((), dtype=torch.float64, device=W.device)
+    return W64, H64 / scale, keep
+
+
+def _cholesky(A: torch.Tensor, what: str) -> torch.Tensor:
+    """Cholesky factor of a (damped) Gram matrix, adding diagonal jitter if round-off made it indefinite."""
+    jitter = 0.0
+    eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+    for _ in range(8):
+        L, info = torch.linalg.cholesky_ex(A + jitter * eye)
+        if int(info) == 0:
+            if jitter:
+                warnings.warn(f"{what}: Gram matrix not positive definite, added {jitter:g} to its diagonal", RuntimeWarning, stacklevel=3)
+            return L
+        jitter = 1e-6 if jitter == 0 else jitter * 10
+    raise ValueError(f"{what}: Gram matrix is not positive definite even with jitter {jitter:g}")
+
+
+def _finite_or_masked(Wn: torch.Tensor, W64: torch.Tensor, keep: torch.Tensor, what: str) -> torch.Tensor:
+    if torch.isfinite(Wn).all():
+        return Wn
+    warnings.warn(f"{what} produced non-finite weights; falling back to the unreformed (masked) weights", RuntimeWarning, stacklevel=3)
+    return W64 * keep
+
+
+def closed_form(W: torch.Tensor, H: torch.Tensor, kept: Sequence[int], damp: float = DEFAULT_DAMP) -> torch.Tensor:
+    """Exact least squares: W'_K = W Hd[:, K] Hd[K, K]^-1, W'_cut = 0, Hd = H/mean(diag H) + damp I.
+
+    Returned in ``W``'s dtype; cut columns are exactly zero.
+    """
+    W64, Hn, keep = _prepare(W, H, kept)
+    K = keep.nonzero().flatten()
+    out = torch.zeros_like(W64)
+    if K.numel():
+        Hd = Hn + damp * torch.eye(Hn.shape[0], dtype=Hn.dtype, device=Hn.device)
+        L = _cholesky(Hd[K][:, K], "closed_form")
+        # W'_K^T = Hd[K,K]^-1 Hd[K,:] W^T  (Hd symmetric)
+        out[:, K] = torch.cholesky_solve(Hd[K] @ W64.T, L).T
+    return _finite_or_masked(out, W64, keep, "closed_form").to(W.dtype)
+
+
+def admm(W: torch.Tensor, H: torch.Tensor, kept: Sequence[int], rho: float = DEFAULT_RHO, iters: int = DEFAULT_ITERS,
+         damp: float = DEFAULT_DAMP, precondition: bool = True, history: list[float] | None = None) -> torch.Tensor:
+    """ADMM for the same problem (the paper's Theorem 3.1), on the damped, scaled H.
+
+        W'^T = (Hd + rho I)^-1 (Hd W^T + rho (Z - U)^T);  Z = P_kept(W' + U);  U += W' - Z
+
+    starting from W' = Z = W, U = 0. ``Z`` is returned, so the cut columns are exactly zero.
+
+    The projection is onto the *kept* columns: Z is the copy of W' that must satisfy the
+    constraint W'[:, cut] = 0, so P keeps the kept columns and zeroes the cut ones. The paper's
+    Eq. 8 (and its released code) project onto the *pruned* set instead; then Z lives on the removed
+    channels, the consensus W' = Z forces the *kept* weights to zero, and the result uses exactly the
+    channels that the slicing throws away -- after slicing, the model would get an all-zero map.
+
+    Scaling: the paper's rho = 1 on the raw X X^T of an LLM layer (diagonal ~1e1..1e6, differing by
+    channel) barely moves W' in 30 iterations. With ``precondition`` (default) the problem is solved for
+    V = W' D^1/2 with Hs = D^-1/2 Hd D^-1/2, D = diag(Hd): the same problem with the same zero pattern
+    (columns are only rescaled), but unit diagonal, so one ``rho`` (default 0.1) suits every layer; without
+    it, H is only scaled by its mean diagonal. ``history`` (if given) receives the relative change
+    ||Z_k - Z_{k-1}|| / ||Z_k|| per iteration.
+    """
+    if rho <= 0 or iters < 1:
+        raise ValueError(f"ADMM needs rho > 0 and iters >= 1, got rho={rho}, iters={iters}")
+    W64, Hn, keep = _prepare(W, H, kept)
+    n = Hn.shape[0]
+    eye = torch.eye(n, dtype=Hn.dtype, device=Hn.device)
+    Hd = Hn + damp * eye
+    d = torch.ones(n, dtype=Hn.dtype, device=Hn.device)
+    if precondition:  # V = W' D^1/2, Hs = D^-1/2 Hd D^-1/2: same problem, same zero pattern, unit diagonal
+        d = torch.diagonal(Hd).sqrt()
+        Hd = Hd / d[:, None] / d[None, :]
+    # (Hd + rho I)^-1 explicitly: its eigenvalues are >= rho, so it is well conditioned, and each
+    # iteration is then one GEMM instead of two triangular solves
+    Minv = torch.cholesky_inverse(_cholesky(Hd + rho * eye, "admm"))
+    Vt = W64.T * d[:, None]  # [in, out]: work transposed
+    C = Minv @ (Hd @ Vt)  # constant over the iterations
+    rMinv = rho * Minv
+    Zt, Ut = Vt.clone(), torch.zeros_like(Vt)
+    mask = keep[:, None]
+    for _ in range(iters):
+        Wt = C + rMinv @ (Zt - Ut)
+        Z_new = (Wt + Ut) * mask  # projection onto {W : W[:, cut] = 0}
+        Ut = Ut + Wt - Z_new
+        if history is not None:
+            history.append(float(torch.linalg.norm(Z_new - Zt) / torch.linalg.norm(Z_new).clamp_min(1e-300)))
+        Zt = Z_new
+    return _finite_or_masked((Zt / d[:, None]).T.contiguous(), W64, keep, "admm").to(W.dtype)
+
+
+def bias_shift(W: torch.Tensor, mean_x: torch.Tensor, kept: Sequence[int]) -> torch.Tensor:
+    """FLAP's bias compensation: W[:, cut] @ mean(X[cut]), the mean contribution of the cut channels."""
+    keep = torch.zeros(W.shape[1], dtype=torch.bool, device=W.device)
+    keep[torch.as_tensor(list(kept), dtype=torch.long, device=W.device)] = True
+    W64 = W.detach().double()
+    return (W64[:, ~keep] @ mean_x.double().to(W.device)[~keep]).to(W.dtype)
+
+
+def reconstruction_error(W_new: torch.Tensor, W: torch.Tensor, H: torch.Tensor) -> float:
+    """||W' X - W X||_F^2 = tr((W'-W) H (W'-W)^T), from H alone."""
+    D = (W_new.double() - W.double())
+    return float(torch.einsum("oi,ij,oj->", D, H.double(), D))
+
+
+def solve(method: str, W: torch.Tensor, H: torch.Tensor, kept: Sequence[int], *, rho: float = DEFAULT_RHO,
+          iters: int = DEFAULT_ITERS, damp: float = DEFAULT_DAMP) -> torch.Tensor:
+    """Dispatch to :func:`admm` or :func:`closed_form` (``"exact"``)."""
+    if method == "admm":
+        return admm(W, H, kept, rho=rho, iters=iters, damp=damp)
+    if method == "exact":
+        return closed_form(W, H, kept, damp=damp)
+    raise ValueError(f"solve() takes 'admm' or 'exact', got {method!r}")
+
+
+# -- sequential collection ------------------------------------------------------------------
+
+
+class _InputStats:
+    """Running X X^T (float64) and per-channel sums of one Linear's input."""
+
+    def __init__(self) -> None:
+        self.H: torch.Tensor | None = None
+        self.s: torch.Tensor | None = None
+        self.n = 0
+
+    def add(self, x: torch.Tensor, gram: bool) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        if gram:  # float32 product per batch (fast on CPU), float64 running sum
+            h = (x.T @ x).double()
+            self.H = h if self.H is None else self.H + h
+        s = x.double().sum(0)
+        self.s = s if self.s is None else self.s + s
+        self.n += x.shape[0]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.s / max(self.n, 1)
+
+
+def _capture_layer_inputs(model: nn.Module, layers: nn.ModuleList, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+    """Embeddings entering layer 0, and the keyword arguments each layer is called with.
+
+    Every layer's forward is temporarily replaced by a recorder, so nothing but the embedding,
+    rotary and mask code runs; per-layer kwargs keep per-layer masks (sliding windows) right.
+    """
+    record: dict[str, Any] = {"h": None, "kw": [None] * len(layers)}
+
+    def recorder(i: int):
+        def forward(hidden_states, *args, **kwargs):
+            if args:
+                raise RuntimeError("decoder layers are expected to take only hidden_states positionally")
+            if i == 0:
+                record["h"] = hidden_states
+            record["kw"][i] = kwargs
+            if i == len(layers) - 1:
+                raise _Stop
+            return hidden_states
+        return forward
+
+    for i, layer in enumerate(layers):
+        layer.forward = recorder(i)
+    try:
+        model(input_ids=ids, use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        for layer in layers:
+            del layer.forward
+    return record["h"], record["kw"]
+
+
+def _run_layer(layer: nn.Module, h: torch.Tensor, kw: dict) -> torch.Tensor:
+    out = layer(h, **kw)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _collect(layer: nn.Module, lin: nn.Linear, hs: list[torch.Tensor], kws: list[dict], gram: bool) -> _InputStats:
+    """Run the layer on every batch up to ``lin`` and accumulate ``lin``'s input statistics."""
+    st = _InputStats()
+
+    def hook(mod, args):
+        st.add(args[0], gram)
+        raise _Stop
+
+    handle = lin.register_forward_pre_hook(hook)
+    try:
+        for h, kw in zip(hs, kws):
+            try:
+                _run_layer(layer, h, kw)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return st
+
+
+def _write(lin: nn.Linear, W_new: torch.Tensor, bias_delta: torch.Tensor | None) -> bool:
+    """Put reformed weights into a dense-shaped Linear; returns True if a bias slot was created."""
+    lin.weight.data.copy_(W_new.to(lin.weight.dtype))
+    if bias_delta is None:
+        return False
+    delta = bias_delta.to(lin.weight.dtype)
+    if lin.bias is None:
+        lin.bias = nn.Parameter(delta.clone())
+        return True
+    lin.bias.data.add_(delta)
+    return False
+
+
+@torch.no_grad()
+def reform(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, method: str = "admm", *, rho: float = DEFAULT_RHO,
+           iters: int = DEFAULT_ITERS, damp: float = DEFAULT_DAMP, batch_size: int = 8, subnet: Any = None,
+           progress: bool = True) -> nn.Module:
+    """A sliced copy of ``model`` for ``plan`` whose ``o_proj``/``down_proj`` carry reformed weights.
+
+    ``calib_ids``: ``[n, seq]`` calibration tokens (never the test split). ``model`` is not modified.
+    ``method``: ``admm`` | ``exact`` (closed form) | ``bias`` (FLAP bias compensation; adds biases the
+    stock class may lack, so the model is marked non-stock for export) | ``none`` (plain slicing).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown reformation method {method!r}; choose one of {', '.join(METHODS)}")
+    fam = get_family(model)
+    dims = fam.dims(model.config)
+    check_plan(plan, dims)
+    if method == "none":
+        return slice_model(model, plan, subnet=subnet)
+    if calib_ids.dim() != 2 or calib_ids.shape[0] < 1:
+        raise ValueError(f"calib_ids must be [n_samples, seq_len], got shape {tuple(calib_ids.shape)}")
+    work = copy.deepcopy(model).eval()
+    layers = fam.decoder_layers(work)
+    device = next(work.parameters()).device
+    hs, kws = [], []
+    for i in range(0, calib_ids.shape[0], batch_size):
+        h, kw = _capture_layer_inputs(work, layers, calib_ids[i : i + batch_size].to(device))
+        hs.append(h)
+        kws.append(kw)
+    added_bias = False
+    gram = method in ("admm", "exact")
+
+    def fix(layer: nn.Module, lin: nn.Linear, kept: list[int], i: int, name: str) -> None:
+        nonlocal added_bias
+        if len(kept) == lin.weight.shape[1]:
+            return  # nothing cut: the map stays as it is
+        st = _collect(layer, lin, hs, [kw[i] for kw in kws], gram)
+        W = lin.weight.detach()
+        if gram:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                W_new = solve(method, W, st.H, kept, rho=rho, iters=iters, damp=damp)
+            for w in caught:
+                warnings.warn(f"layer {i} {name}: {w.message}", RuntimeWarning, stacklevel=4)
+            added_bias |= _write(lin, W_new, None)
+        else:  # bias compensation: original kept weights, cut columns zeroed, mean of the cut part in the bias
+            keep = torch.zeros(W.shape[1], dtype=W.dtype, device=W.device)
+            keep[kept] = 1
+            delta = bias_shift(W, st.mean, kept)
+            added_bias |= _write(lin, W * keep, delta)
+
+    for i, (layer, lp) in enumerate(tqdm(list(zip(layers, plan.layers)), desc=f"reform ({method})", disable=not progress, leave=False)):
+        if not lp.keep:
+            continue  # a dropped layer passes h through
+        fix(layer, fam.attn_linears(layer)["o"], head_channels(lp.kv_groups, dims), i, "o_proj")
+        fix(layer, fam.mlp_linears(layer)["down"], list(lp.neurons), i, "down_proj")
+        hs = [_run_layer(layer, h, kw[i]) for h, kw in zip(hs, kws)]
+    del hs, kws
+    out = slice_model(work, plan, inplace=True, subnet=subnet)
+    if added_bias:  # stock LLaMA-style classes have no slot for these biases: make plain loading fail loudly
+        mark_nonstock(out.config)
+    out.config.nas_llm = {**out.config.nas_llm, "reform": {"method": method, "rho": rho, "iters": iters, "damp": damp,
+                                                          "n_samples": int(calib_ids.shape[0]), "seq_len": int(calib_ids.shape[1])}}
+    return out
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+def reform_settings(run_dir: str | Path) -> dict | None:
+    """The reformation settings stored in ``run.json["reform"]`` by ``nas-llm reform``, or None."""
+    from .run import Run
+
+    return Run(run_dir).settings().get("reform")
+
+
+def reform_for_run(run_dir: str | Path, subnet: Any, model: nn.Module, tokenizer: Any, progress: bool = True) -> nn.Module:
+    """Reproduce a run's reformation of ``subnet`` (deterministic: same ranking, data, seed, settings).
+
+    Raises ``ValueError`` if the run was never reformed (``nas-llm reform RUN`` stores the settings).
+    """
+    from .data import calibration_batch
+    from .run import Run
+
+    run = Run(run_dir)
+    s = run.settings().get("reform")
+    if not s:
+        raise ValueError(f"{run.path} has no reformation settings in run.json; run `nas-llm reform {run.path}` first")
+    plan = run.ranking().resolve(subnet)
+    device = next(model.parameters()).device
+    if s["method"] == "none":
+        return slice_model(model, plan, subnet=subnet)
+    ids = calibration_batch(tokenizer, s["source"], s["n_samples"], s["seq_len"], s["seed"]).to(device)
+    return reform(model, plan, ids, s["method"], rho=s.get("rho", DEFAULT_RHO), iters=s.get("iters", DEFAULT_ITERS),
+                  damp=s.get("damp", DEFAULT_DAMP), batch_size=s.get("batch_size", 8), subnet=subnet, progress=progress)
+
+
+__all__ = ["METHODS", "CPU_CALIBRATION", "GPU_CALIBRATION", "default_calibration", "admm", "closed_form", "bias_shift",
+           "reconstruction_error", "solve", "reform", "reform_settings", "reform_for_run"]
