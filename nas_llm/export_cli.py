@@ -1,0 +1,161 @@
+"""``nas-llm export runs/NAME --pick ID|knee --out DIR``: ship one point of a run as a smaller HF model folder.
+
+The folder holds safetensors weights loadable by stock transformers classes (``nas_llm.load_subnet``),
+the tokenizer, ``subnet.json`` (the subnet, its plan, the run's measured values) and a README model card.
+When the run was reformed (``run.json["reform"]``) the reformed weights are exported, reproduced by
+``nas_llm.reform.reform_for_run``; otherwise the dense weights are sliced. Writing goes through
+``nas_llm.export.export`` (temp folder + rename), so a failure leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from .run import Run, atomic_write_text
+from .select import Selection, label, pick
+
+EXPORTS_FILE = "exports.json"  # in the run folder: [{id, out, reformed}], how `nas-llm report` finds each export's eval.json
+
+
+def build_model(run: Run, sel: Selection, model: nn.Module | None = None, tokenizer: Any = None) -> tuple[nn.Module, Any, bool]:
+    """``(sliced model, tokenizer, reformed?)`` for the chosen row; loads the run's model unless given."""
+    from search_spaces import Subnet
+
+    from .loading import load_model
+    from .slicing import slice_model
+
+    settings = run.settings()
+    if model is None:
+        if "model" not in settings:
+            raise ValueError(f"{run.settings_file} has no 'model'; cannot tell which model to slice")
+        model, tokenizer = load_model(settings["model"])
+    subnet = Subnet.from_json(sel.row["subnet"])
+    if settings.get("reform"):
+        from .reform import reform_for_run
+
+        return reform_for_run(run.path, subnet, model, tokenizer), tokenizer, True
+    plan = run.ranking().resolve(subnet)
+    return slice_model(model, plan, subnet=subnet), tokenizer, False
+
+
+def _num(v: Any, fmt: str = ".4g") -> str:
+    try:
+        return format(float(v), fmt)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _ppl_data(settings: dict, cal: dict) -> str:
+    a = (settings.get("objective_args") or {}).get("perplexity") or cal
+    return f"{a.get('source', '?')}, {a.get('n_samples', '?')} x {a.get('seq_len', '?')} tokens"
+
+
+def model_card(run: Run, sel: Selection, reformed: bool, params: int, command: str) -> str:
+    """A short README: where the model came from and what was measured (nothing that was not)."""
+    from search_spaces import Subnet
+
+    settings = run.settings()
+    r = sel.row
+    subnet = Subnet.from_json(r["subnet"])
+    rows = []
+    for n in sel.objectives.names:
+        unref = r.get(f"{n}_unreformed")
+        extra = f" (before reformation {_num(unref)})" if reformed and unref is not None and _num(unref) != _num(r[n]) else ""
+        rows.append(f"| {label(n)} | {_num(r[n])}{extra} |")
+    cal = settings.get("calibration") or {}
+    lines = [
+        f"# {Path(str(settings.get('model', 'model'))).name} subnet {sel.id} (nas-llm)",
+        "",
+        f"A structurally pruned version of `{settings.get('model', '?')}` found by a nas-llm search "
+        f"(run `{run.path}`, row id {sel.id}, source `{r.get('source', '?')}`), chosen because: {sel.reason}.",
+        "",
+        "Loads with stock `transformers` classes through `nas_llm.load_subnet(DIR)` or `nas_llm.load_model(DIR)` "
+        "(per-layer head/MLP widths are recorded in `config.json`).",
+        "",
+        "| value | during the search |",
+        "|---|---|",
+        *rows,
+        f"| decoder params ratio | {_num(r.get('params_ratio'))} |",
+        f"| parameters (whole model) | {params:,} |",
+        f"| weights | {'reformed (' + str((settings.get('reform') or {}).get('method', 'admm')) + ')' if reformed else 'sliced from the dense model, not reformed'} |",
+        "",
+        f"Structure: {subnet.summary()}.",
+        "",
+        "Per layer (KV groups / MLP neurons, `x` = dropped): " + " ".join(f"{c.kv_groups}/{c.neurons}" if c.keep else "x" for c in subnet.layers),
+        "",
+        f"Importance calibration: {cal.get('source', '?')} ({cal.get('n_samples', '?')} x {cal.get('seq_len', '?')} tokens). "
+        f"Perplexity in this table: {_ppl_data(settings, cal)}, i.e. a calibration split, not a test set; "
+        "run `nas-llm evaluate DIR` for test-set perplexity and zero-shot accuracy (written to `eval.json`).",
+        "",
+        f"Exported {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} with:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_pick(run: Run | str | Path, spec: str | int, out: str | Path, overwrite: bool = False, model: nn.Module | None = None,
+                tokenizer: Any = None, command: str | None = None) -> Path:
+    """Python entry point: export row ``spec`` (id or 'knee') of ``run`` to ``out``; returns the folder."""
+    from .export import export
+
+    run = run if isinstance(run, Run) else Run(run)
+    run.require()
+    out = Path(out)
+    if out.exists() and out.is_dir() and any(out.iterdir()) and not overwrite:  # fail before minutes of slicing/reforming
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    sel = pick(run, spec)
+    command = command or f"nas-llm export {shlex.quote(str(run.path))} --pick {spec} --out {shlex.quote(str(out))}"
+    sliced, tok, reformed = build_model(run, sel, model, tokenizer)
+    params = int(sum(p.numel() for p in sliced.parameters()))
+    values = {n: float(sel.row[n]) for n in sel.objectives.names}
+    meta = {"run": str(run.path), "id": sel.id, "source": str(sel.row.get("source", "")), "rule": sel.rule, "reason": sel.reason,
+            "reformed": reformed, "objectives": values,
+            "objectives_unreformed": {n: float(sel.row[f"{n}_unreformed"]) for n in sel.objectives.names if f"{n}_unreformed" in sel.row},
+            "params_ratio": float(sel.row["params_ratio"]) if "params_ratio" in sel.row else None, "command": command,
+            "search_model": str(run.settings().get("model", ""))}
+    card = model_card(run, sel, reformed, params, command)
+    path = export(sliced, out, tok, overwrite=overwrite, extra_files={"README.md": card}, metadata=meta)
+    record_export(run, sel.id, path, reformed)
+    return path
+
+
+def record_export(run: Run, row_id: int, out: Path, reformed: bool) -> None:
+    """Remember where row ``row_id`` was exported, so the report can show its ``eval.json`` later."""
+    import json
+
+    f = run.path / EXPORTS_FILE
+    try:
+        entries = json.loads(f.read_text()) if f.is_file() else []
+    except json.JSONDecodeError:
+        entries = []
+    entries = [e for e in entries if Path(e.get("out", "")).resolve() != Path(out).resolve()]
+    entries.append({"id": int(row_id), "out": str(Path(out).resolve()), "reformed": bool(reformed),
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    atomic_write_text(f, json.dumps(entries, indent=1))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder (runs/NAME)")
+    p.add_argument("--pick", required=True, help="row id (see the report's front table) or 'knee'")
+    p.add_argument("--out", required=True, help="output folder for the model")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+
+
+def main(args: argparse.Namespace) -> int:
+    cmd = "nas-llm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["export"] else None
+    out = export_pick(args.run, args.pick, args.out, overwrite=args.overwrite, command=cmd)
+    print(f"exported to {out}\n  evaluate it: nas-llm evaluate {shlex.quote(str(out))} --limit 100")
+    return 0
+
+
+__all__ = ["EXPORTS_FILE", "build_model", "export_pick", "model_card", "record_export"]

@@ -1,0 +1,409 @@
+"""``nas-llm select runs/NAME``: choose one deployment point of a run by a budget, the knee, or weights.
+
+Every rule looks at the values the *exported* model will have: a row reformed by ``nas-llm reform``
+is judged by its ``NAME_reformed`` columns, because export ships the reformed weights. Only feasible
+rows with all objectives measured are candidates. The same functions serve ``report`` (which point
+is "the knee") and ``export --pick knee``, so the three commands always agree.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .run import Run
+
+RULES = ("budget", "knee", "weights")
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """The run's objectives: names (table columns) and directions, plus which is quality and which is speed."""
+
+    names: list[str]
+    directions: list[str]
+
+    @classmethod
+    def of(cls, settings: dict[str, Any], df: pd.DataFrame | None = None) -> "Objectives":
+        objs = settings.get("objectives") or []
+        names = [o["name"] if isinstance(o, dict) else str(o) for o in objs]
+        dirs = [o.get("direction", "minimize") if isinstance(o, dict) else "minimize" for o in objs]
+        if not names and df is not None:  # an older/hand-made run: guess from the usual column names
+            names = [c for c in df.columns if _is_ppl(c) or _is_latency(c)]
+            dirs = ["minimize"] * len(names)
+        if not names:
+            raise ValueError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
+        return cls(names, dirs)
+
+    def find(self, pred) -> str | None:
+        return next((n for n in self.names if pred(n)), None)
+
+    @property
+    def ppl(self) -> str | None:
+        return self.find(_is_ppl)
+
+    @property
+    def latency(self) -> str | None:
+        return self.find(_is_latency)
+
+    def direction(self, name: str) -> str:
+        return self.directions[self.names.index(name)] if name in self.names else "minimize"
+
+
+def _is_ppl(name: str) -> bool:
+    n = name.lower()
+    return ("ppl" in n or "perplex" in n) and "@" not in n and not n.endswith("_reformed")
+
+
+def _is_latency(name: str) -> bool:
+    n = name.lower()
+    return n.startswith("latency") and "@" not in n and not n.endswith("_reformed")
+
+
+def effective_table(df: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
+    """A copy of ``df`` whose objective columns hold what export would ship (reformed values where reformed).
+
+    The measured unreformed values stay in ``NAME_unreformed`` so the report can draw the arrows.
+    """
+    out = df.copy()
+    reformed = out["reformed"].fillna(False).astype(bool) if "reformed" in out.columns else pd.Series(False, index=out.index)
+    any_ref = pd.Series(False, index=out.index)
+    for n in objectives.names:
+        if n not in out.columns:
+            raise ValueError(f"objective column {n!r} missing from the run table (columns: {', '.join(map(str, out.columns))})")
+        out[f"{n}_unreformed"] = out[n]
+        col = f"{n}_reformed"
+        if col in out.columns:
+            use = reformed & out[col].notna()
+            out.loc[use, n] = out.loc[use, col]
+            any_ref |= use
+    out["is_reformed"] = any_ref
+    return out
+
+
+def full_fidelity(df: pd.DataFrame) -> pd.Series:
+    """Rows whose objectives were measured at full fidelity (screened-only rows hold a cheaper estimate)."""
+    if "fidelity" not in df.columns:
+        return pd.Series(True, index=df.index)
+    return pd.to_numeric(df["fidelity"], errors="coerce").fillna(1.0) >= 1.0
+
+
+def candidates(df: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
+    """Feasible rows with every objective measured at full fidelity (NaN = not measured / failed)."""
+    ok = df[objectives.names].notna().all(axis=1) & np.isfinite(df[objectives.names].astype(float)).all(axis=1)
+    if "feasible" in df.columns:
+        ok &= df["feasible"].fillna(True).astype(bool)
+    ok &= full_fidelity(df)
+    return df[ok]
+
+
+def front_mask(df: pd.DataFrame, objectives: Objectives) -> np.ndarray:
+    """Non-dominated rows of ``df`` among its candidates (by the effective values)."""
+    from .front import pareto_mask
+
+    mask = np.zeros(len(df), dtype=bool)
+    cand = candidates(df, objectives)
+    if len(cand):
+        m = pareto_mask(cand[objectives.names].to_numpy(float), objectives.directions)
+        pos = df.index.get_indexer(cand.index)
+        mask[pos[m]] = True
+    return mask
+
+
+@dataclass
+class Selection:
+    """The chosen row and a human-readable reason."""
+
+    row: pd.Series
+    rule: str
+    reason: str
+    objectives: Objectives
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> int:
+        return int(self.row["id"])
+
+    def describe(self, run_path: str | Path | None = None) -> str:
+        r = self.row
+        lines = [f"chosen: id {self.id} ({r.get('source', '?')}{', reformed' if bool(r.get('is_reformed', False)) else ''})",
+                 f"  why: {self.reason}"]
+        for n in self.objectives.names:
+            lines.append(f"  {n}: {_fmt(r[n])}")
+        if "params_ratio" in r:
+            lines.append(f"  params_ratio: {_fmt(r['params_ratio'])}")
+        if "subnet" in r and isinstance(r["subnet"], str):
+            from search_spaces import Subnet
+
+            s = Subnet.from_json(r["subnet"])
+            lines.append(f"  subnet: {s.summary()}")
+            lines.append("  per layer (kv groups/neurons, x = dropped): " + " ".join(
+                f"{c.kv_groups}/{c.neurons}" if c.keep else "x" for c in s.layers))
+        if run_path is not None:
+            lines.append(f"  export: nas-llm export {run_path} --pick {self.id} --out OUT_DIR")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        keep = ["id", "source", "params", "params_ratio", "subnet", "is_reformed", *self.objectives.names]
+        row = {k: _jsonable(self.row[k]) for k in keep if k in self.row}
+        return {"rule": self.rule, "reason": self.reason, "row": row, **self.details}
+
+
+def _fmt(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return f"{f:.4g}"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def label(col: str) -> str:
+    """A column name as people read it (unit, and whether it is an estimate)."""
+    known = {"latency": "latency (ms)", "latency_lut": "latency (ms, lookup-table estimate)", "perplexity": "perplexity",
+             "ppl": "perplexity", "params_ratio": "decoder params ratio"}
+    if col in known:
+        return known[col]
+    return f"{col} (ms)" if col.startswith("latency") else col
+
+
+# -- rules ---------------------------------------------------------------------------------------------
+def _resolve_budget(objectives: Objectives, df: pd.DataFrame, max_latency_ms: float | None, max_params_ratio: float | None,
+                    max_ppl: float | None, extra: list[str] | None) -> list[tuple[str, float | None, float | None]]:
+    """``[(column, lo, hi)]`` from the CLI-style budget arguments; errors name what is missing."""
+    from objectives import Constraint
+
+    out: list[tuple[str, float | None, float | None]] = []
+    for flag, val, col in (("--max-latency-ms", max_latency_ms, objectives.latency),
+                           ("--max-ppl", max_ppl, objectives.ppl),
+                           ("--max-params-ratio", max_params_ratio, "params_ratio")):
+        if val is None:
+            continue
+        if col is None or col not in df.columns:
+            raise ValueError(f"{flag}: this run has no such column (objectives: {', '.join(objectives.names)})")
+        out.append((col, None, float(val)))
+    for text in extra or []:
+        c = Constraint.parse(text)
+        if c.objective not in df.columns:
+            raise ValueError(f"budget {text!r}: no column {c.objective!r} in the run (objectives: {', '.join(objectives.names)})")
+        out.append((c.objective, c.lo, c.hi))
+    return out
+
+
+def _violation(v: float, lo: float | None, hi: float | None) -> float:
+    """Relative violation (0 when met), so budgets in different units can be compared."""
+    worst = 0.0
+    if hi is not None and v > hi:
+        worst = max(worst, (v - hi) / max(abs(hi), 1e-12))
+    if lo is not None and v < lo:
+        worst = max(worst, (lo - v) / max(abs(lo), 1e-12))
+    return worst
+
+
+def _budget_text(budget: list[tuple[str, float | None, float | None]]) -> str:
+    parts = []
+    for col, lo, hi in budget:
+        if lo is not None and hi is not None:
+            parts.append(f"{lo:g} <= {col} <= {hi:g}")
+        elif hi is not None:
+            parts.append(f"{col} <= {hi:g}")
+        else:
+            parts.append(f"{col} >= {lo:g}")
+    return " and ".join(parts)
+
+
+def by_budget(df: pd.DataFrame, objectives: Objectives, budget: list[tuple[str, float | None, float | None]],
+              optimize: str | None = None) -> Selection:
+    """Among rows meeting every budget, the best in ``optimize`` (default: perplexity, or latency when
+    the only budget is on perplexity). No row meets it -> ValueError naming the closest row."""
+    if not budget:
+        raise ValueError("no budget given; pass --max-latency-ms, --max-ppl, --max-params-ratio or --budget 'NAME<=X'")
+    cand = candidates(df, objectives)
+    if cand.empty:
+        raise ValueError("the run has no feasible, fully measured point")
+    if optimize is None:
+        only_ppl = all(col == objectives.ppl for col, _, _ in budget)
+        optimize = (objectives.latency if only_ppl else objectives.ppl) or objectives.names[0]
+    if optimize not in cand.columns:
+        raise ValueError(f"cannot optimise {optimize!r}: not a column of the run (objectives: {', '.join(objectives.names)})")
+    viol = np.array([max(_violation(float(r[c]), lo, hi) for c, lo, hi in budget) for _, r in cand.iterrows()])
+    ok = cand[viol == 0]
+    text = _budget_text(budget)
+    if ok.empty:
+        i = int(np.argmin(viol))
+        near = cand.iloc[i]
+        vals = ", ".join(f"{c} {_fmt(near[c])}" for c, _, _ in budget)
+        raise ValueError(f"no evaluated subnet meets {text}; the closest is id {int(near['id'])} ({vals}; "
+                         f"{viol[i] * 100:.1f}% over its tightest budget). Relax the budget or search longer.")
+    sign = -1.0 if objectives.direction(optimize) == "maximize" else 1.0
+    best = ok.iloc[int(np.argmin(sign * ok[optimize].to_numpy(float)))]
+    why = (f"meets {text}; of the {len(ok)} points within budget ({len(cand)} feasible and fully measured) it has the "
+           f"{'highest' if sign < 0 else 'lowest'} {optimize} ({_fmt(best[optimize])})")
+    return Selection(best, "budget", why, objectives, {"budget": text, "within_budget": int(len(ok))})
+
+
+def scaled_matrix(df: pd.DataFrame, objectives: Objectives) -> np.ndarray:
+    """Objective values as the knee and ASF compare them: perplexity on a log scale (log ppl = cross-entropy).
+
+    A front spans perplexities from ~20 to 1e9 and more; on a linear scale every usable model is squashed
+    into one corner and the "knee" lands on a broken one. Log perplexity is the loss the model optimises.
+    """
+    F = df[objectives.names].to_numpy(float).copy()
+    for j, n in enumerate(objectives.names):
+        if _is_ppl(n) and np.all(F[:, j] > 0):
+            F[:, j] = np.log(F[:, j])
+    return F
+
+
+def by_knee(df: pd.DataFrame, objectives: Objectives) -> Selection:
+    """pymoo's high trade-off point of the front; with several, the one farthest below the line through
+    the front's extremes (Das' knee)."""
+    from .front import knee_index, knee_points
+
+    cand = candidates(df, objectives)
+    if cand.empty:
+        raise ValueError("the run has no feasible, fully measured point")
+    F = scaled_matrix(cand, objectives)
+    knees = [int(k) for k in knee_points(F, objectives.directions)]
+    das = knee_index(F, objectives.directions)
+    pick = das if das in knees or not knees else knees[0]
+    if len(knees) > 1 and das not in knees:
+        # the high trade-off point nearest (normalised) to Das' knee
+        from .front import _as_matrix
+
+        A = _as_matrix(F, objectives.directions)
+        lo, hi = A.min(0), A.max(0)
+        N = (A - lo) / np.where(hi > lo, hi - lo, 1.0)
+        pick = min(knees, key=lambda k: float(np.linalg.norm(N[k] - N[das])))
+    row = cand.iloc[pick]
+    n_front = int(front_mask(cand, objectives).sum())
+    why = (f"knee of the {n_front}-point front (log perplexity): pymoo's high trade-off point"
+           f"{'s ' + str([int(cand.iloc[k]['id']) for k in knees]) if len(knees) > 1 else ''} "
+           f"(giving up a little of one objective buys the most of the other)")
+    return Selection(row, "knee", why.replace("  ", " "), objectives, {"knees": [int(cand.iloc[k]["id"]) for k in knees]})
+
+
+def parse_weights(text: str, objectives: Objectives) -> np.ndarray:
+    """``"perplexity=1,latency=2"`` or ``"1,2"`` (objective order) -> weight vector."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    w = np.zeros(len(objectives.names))
+    if all("=" in p for p in parts):
+        for p in parts:
+            k, v = p.split("=", 1)
+            k = k.strip()
+            alias = {"ppl": objectives.ppl, "latency": objectives.latency}.get(k, k)
+            if alias not in objectives.names:
+                raise ValueError(f"--weights: unknown objective {k!r}; objectives are {', '.join(objectives.names)}")
+            w[objectives.names.index(alias)] = float(v)
+    else:
+        if len(parts) != len(objectives.names):
+            raise ValueError(f"--weights needs {len(objectives.names)} numbers ({', '.join(objectives.names)}) or NAME=W pairs, got {text!r}")
+        w[:] = [float(p) for p in parts]
+    return w
+
+
+def by_weights(df: pd.DataFrame, objectives: Objectives, weights: np.ndarray) -> Selection:
+    """The front point minimising pymoo's ASF on the normalised front (larger weight = matters more)."""
+    from .front import asf_index
+
+    cand = candidates(df, objectives)
+    if cand.empty:
+        raise ValueError("the run has no feasible, fully measured point")
+    i = asf_index(scaled_matrix(cand, objectives), weights, objectives.directions)
+    row = cand.iloc[i]
+    wt = ", ".join(f"{n}={w:g}" for n, w in zip(objectives.names, weights))
+    return Selection(row, "weights", f"smallest weighted (ASF) distance to the ideal point on the normalised front (log perplexity) with weights {wt}",
+                     objectives, {"weights": dict(zip(objectives.names, map(float, weights)))})
+
+
+def load(run: Run | str | Path) -> tuple[Run, pd.DataFrame, Objectives]:
+    """``(run, effective table, objectives)`` of a run folder; errors when it has no evaluations."""
+    run = run if isinstance(run, Run) else Run(run)
+    settings = run.settings()
+    df = run.table()
+    if df.empty:
+        raise ValueError(f"{run.table_file} has no evaluations yet; run `nas-llm search` first")
+    objectives = Objectives.of(settings, df)
+    return run, effective_table(df, objectives), objectives
+
+
+def select(run: Run | str | Path, rule: str = "knee", *, max_latency_ms: float | None = None, max_params_ratio: float | None = None,
+           max_ppl: float | None = None, budget: list[str] | None = None, weights: str | np.ndarray | None = None,
+           optimize: str | None = None) -> Selection:
+    """Python entry point of ``nas-llm select``."""
+    _, df, objectives = load(run)
+    if rule == "budget":
+        return by_budget(df, objectives, _resolve_budget(objectives, df, max_latency_ms, max_params_ratio, max_ppl, budget), optimize)
+    if rule == "knee":
+        return by_knee(df, objectives)
+    if rule == "weights":
+        if weights is None:
+            raise ValueError("rule 'weights' needs --weights, e.g. --weights perplexity=1,latency=1")
+        w = parse_weights(weights, objectives) if isinstance(weights, str) else np.asarray(weights, float)
+        return by_weights(df, objectives, w)
+    raise ValueError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
+
+
+def pick(run: Run | str | Path, spec: str | int) -> Selection:
+    """``export --pick``: a row id, or ``knee``."""
+    s = str(spec).strip().lower()
+    if s == "knee":
+        return select(run, "knee")
+    try:
+        rid = int(s)
+    except ValueError:
+        raise ValueError(f"--pick must be a row id (see `nas-llm report` / evaluations.csv) or 'knee', got {spec!r}") from None
+    _, df, objectives = load(run)
+    rows = df[df["id"] == rid]
+    if rows.empty:
+        raise ValueError(f"no evaluation with id {rid} in {Run(run).table_file if not isinstance(run, Run) else run.table_file} "
+                         f"(ids {int(df['id'].min())}..{int(df['id'].max())})")
+    return Selection(rows.iloc[0], "id", f"picked by id {rid}", objectives)
+
+
+# -- CLI ------------------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder (runs/NAME)")
+    p.add_argument("--max-latency-ms", type=float, default=None, help="latency budget (ms)")
+    p.add_argument("--max-params-ratio", type=float, default=None, help="decoder-parameter ratio budget (0..1)")
+    p.add_argument("--max-ppl", type=float, default=None, help="perplexity budget")
+    p.add_argument("--budget", action="append", default=None, metavar="'NAME<=X'",
+                   help="any other budget on a table column ('NAME<=x', 'NAME>=x', 'NAME in [a,b]'); repeatable")
+    p.add_argument("--optimize", default=None, help="with a budget: the objective to optimise among points within it "
+                                                   "(default perplexity; latency when only --max-ppl is given)")
+    p.add_argument("--knee", action="store_true", help="choose the knee (pymoo high trade-off point); the default without a budget")
+    p.add_argument("--weights", default=None, help="choose by ASF weights, e.g. 'perplexity=1,latency=2' (larger = matters more)")
+    p.add_argument("--json", action="store_true", help="print the choice as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    has_budget = any(v is not None for v in (args.max_latency_ms, args.max_params_ratio, args.max_ppl)) or bool(args.budget)
+    chosen = [r for r, on in (("budget", has_budget), ("knee", args.knee), ("weights", args.weights is not None)) if on]
+    if len(chosen) > 1:
+        raise ValueError(f"choose one rule: a budget, --knee or --weights (got {', '.join(chosen)})")
+    rule = chosen[0] if chosen else "knee"
+    sel = select(args.run, rule, max_latency_ms=args.max_latency_ms, max_params_ratio=args.max_params_ratio,
+                 max_ppl=args.max_ppl, budget=args.budget, weights=args.weights, optimize=args.optimize)
+    if args.json:
+        print(json.dumps({**sel.to_dict(), "export": f"nas-llm export {args.run} --pick {sel.id} --out OUT_DIR"}, indent=1, default=str))
+    else:
+        print(sel.describe(args.run))
+    return 0
+
+
+__all__ = ["Objectives", "Selection", "by_budget", "by_knee", "by_weights", "candidates", "effective_table", "front_mask", "full_fidelity",
+           "label", "load", "parse_weights", "pick", "scaled_matrix", "select"]
