@@ -16,10 +16,11 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="built-in name, HF folder, .gguf file or hub id")
     p.add_argument("--out", default="runs/demo", help="run folder (the export goes to OUT/export)")
-    p.add_argument("--evaluations", type=int, default=40, help="search budget (evaluated subnets)")
+    p.add_argument("--evaluations", type=int, default=24, help="search budget (evaluated subnets)")
     p.add_argument("--no-search", action="store_true", help="skip the search: slice a fixed ~80%% subnet")
     p.add_argument("--test-windows", type=int, default=4, help="WikiText-2 test windows of 512 tokens for the final ppl")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--max-params-ratio", type=float, default=0.85, help="deployment budget: decoder-param ratio of the chosen point")
+    p.add_argument("--overwrite", action="store_true", help="start the search again instead of resuming an existing run folder")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
         except ImportError as e:  # search stack missing: keep the demo useful
             print(f"[demo] search unavailable ({e}); slicing a fixed subnet instead")
     if subnet is None:
-        ranking = importance_ranking(model, calibration_batch(tok, "wikitext2-valid", 16, 256, seed=0), "obs", cache_dir=out)
+        ranking = importance_ranking(model, calibration_batch(tok, "wikitext2-valid", 8, 256, seed=0), "obs", cache_dir=out)
         subnet = space.uniform_at_ratio(0.8, "mlp")
         reformed = slice_model(model, ranking.resolve(subnet), subnet=subnet)
     dense_ppl = perplexity(model, test, batch_size=2)
@@ -62,5 +63,29 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _search_and_reform(args, model, tok, out: Path):
-    """Search, pick the knee, reform it; returns (subnet, reformed sliced model)."""
-    raise ImportError("search not wired into the demo yet")
+    """Search (or resume), choose the best-perplexity point within the budget, reform it with ADMM."""
+    import shutil
+
+    from nas_llm.cli import main as cli
+    from nas_llm.data import calibration_batch
+    from nas_llm.reform import reform
+    from nas_llm.run import Run
+    from nas_llm.select import select
+
+    run = Run(out)
+    if run.exists() and args.overwrite:
+        shutil.rmtree(out)
+    argv = ["search", "--model", args.model, "--out", str(out), "--evaluations", str(args.evaluations), "--pop-size", "8",
+            "--calib-samples", "8", "--ppl-samples", "4", "--ppl-seq-len", "256"]
+    if run.exists():
+        argv.append("--resume")
+    print("[demo] nas-llm " + " ".join(argv))
+    if cli(argv) != 0:
+        raise RuntimeError("search failed")
+    choice = select(out, "budget", max_params_ratio=args.max_params_ratio, optimize="perplexity")
+    print("[demo] " + choice.describe(out).replace("\n", "\n[demo] "))
+    subnet = Run(out).subnet(choice.id)
+    plan = Run(out).ranking().resolve(subnet)
+    calib = calibration_batch(tok, "wikitext2-valid", 8, 256, seed=1)
+    print("[demo] ADMM reformation of the chosen subnet on 8 x 256 calibration tokens (wikitext2-valid)")
+    return subnet, reform(model, plan, calib, "admm", subnet=subnet)
