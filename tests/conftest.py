@@ -23,3 +23,12 @@ def smollm2():
     from nas_llm import load_model
 
     return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny-model timing/scoring tests: 1 OpenMP thread (2 threads on 2 busy cores run tiny matmuls ~50x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -24,13 +24,7 @@ class CharTokenizer:
 TEXT = "".join(f"line {i}: the {['quick', 'lazy', 'brown'][i % 3]} fox number {i * 7 % 13} jumps.\n" for i in range(300))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls with 2 OpenMP threads on 2 shared, busy cores run 50x slower; 1 thread does not."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
