@@ -80,16 +80,20 @@ class Objective:
         return f"{type(self).__name__}(name={self.name!r}, direction={self.direction!r})"
 
 
-def checked_score(obj: Objective, subnet: Subnet, ctx: Context) -> float:
-    """Score and validate: a NaN, infinite or non-number result is an error naming the objective."""
-    v = obj.score(subnet, ctx)
+def finite_float(v: Any, who: str, fix: str, subnet: Subnet) -> float:
+    """``v`` as a finite float; otherwise an error naming ``who`` returned it and how to fix it."""
     try:
         v = float(v)
     except (TypeError, ValueError):
-        raise TypeError(f"objective {obj.name!r} returned {v!r}; score() must return a float") from None
+        raise TypeError(f"{who} returned {v!r}; {fix}") from None
     if math.isnan(v) or math.isinf(v):
-        raise ValueError(f"objective {obj.name!r} returned {v} for subnet {subnet.summary()}")
+        raise ValueError(f"{who} returned {v} for subnet {subnet.summary()}")
     return v
+
+
+def checked_score(obj: Objective, subnet: Subnet, ctx: Context) -> float:
+    """Score and validate: a NaN, infinite or non-number result is an error naming the objective."""
+    return finite_float(obj.score(subnet, ctx), f"objective {obj.name!r}", "score() must return a float", subnet)
 
 
 class FunctionObjective(Objective):

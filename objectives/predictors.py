@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch.nn as nn
 
 from search_spaces import Ranking, Subnet, SubnetSpace, get_family
 
-from .base import OBJECTIVES, Context, Objective
+from .base import OBJECTIVES, Context, Objective, finite_float
 from .latency import _check, _device_name, measure_interleaved, resolve_device, resolve_dtype
 from .registry import Registry
 
@@ -89,12 +88,7 @@ def checked_predict(pred: "LatencyPredictor | Callable", subnet: Subnet) -> floa
     """Predict and validate: NaN, infinite, negative or non-number times are errors naming the predictor."""
     name = getattr(pred, "name", getattr(pred, "__name__", repr(pred)))
     v = pred.predict(subnet) if isinstance(pred, LatencyPredictor) else pred(subnet)
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"latency predictor {name!r} returned {v!r}; predict() must return seconds as a float") from None
-    if math.isnan(v) or math.isinf(v):
-        raise ValueError(f"latency predictor {name!r} returned {v} for subnet {subnet.summary()}")
+    v = finite_float(v, f"latency predictor {name!r}", "predict() must return seconds as a float", subnet)
     if v < 0:
         raise ValueError(f"latency predictor {name!r} returned a negative time {v} s for subnet {subnet.summary()}")
     return v
