@@ -55,7 +55,10 @@ def save_raw(name: str, data: dict) -> Path:
     RAW_DIR.mkdir(parents=True, exist_ok=True)
     path = RAW_DIR / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
+    text = json.dumps(data, indent=1, default=str)
+    if len(text) > 1_000_000:  # rows carrying kept-index plans: compact, so raw results stay small in git
+        text = json.dumps(data, separators=(",", ":"), default=str)
+    tmp.write_text(text)
     tmp.replace(path)
     return path
 
