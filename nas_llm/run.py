@@ -28,6 +28,19 @@ import pandas as pd
 from search_spaces import Ranking, Subnet
 
 
+def to_builtin(v: Any) -> Any:
+    """numpy scalars (as pandas rows hold them) as plain Python numbers/bools, for JSON."""
+    import numpy as np
+
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

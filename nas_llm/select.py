@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .run import Run
+from .run import Run, to_builtin
 
 RULES = ("budget", "knee", "weights")
 
@@ -150,7 +150,7 @@ class Selection:
 
     def to_dict(self) -> dict[str, Any]:
         keep = ["id", "source", "params", "params_ratio", "subnet", "is_reformed", *self.objectives.names]
-        row = {k: _jsonable(self.row[k]) for k in keep if k in self.row}
+        row = {k: to_builtin(self.row[k]) for k in keep if k in self.row}
         return {"rule": self.rule, "reason": self.reason, "row": row, **self.details}
 
 
@@ -160,16 +160,6 @@ def _fmt(v: Any) -> str:
     except (TypeError, ValueError):
         return str(v)
     return f"{f:.4g}"
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
 
 
 def label(col: str) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 
 from objectives import Constraint, Context, Objective, checked_score, get_objective
 from search_spaces import LayerChoice, Subnet, SubnetError
+from ..run import to_builtin
 
 # objectives that grow with the subnet: their extremes sit at the smallest subnet and the dense model
 SIZE_LIKE = ("params", "params_ratio", "weight_bytes", "kv_cache_bytes", "latency", "latency_lut",
@@ -269,12 +270,9 @@ class SearchProblem:
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
+    o = to_builtin(o)
+    if isinstance(o, (int, float, bool)) and not (isinstance(o, float) and math.isnan(o)):
+        return o
     if isinstance(o, float) and math.isnan(o):
         return None
     return str(o)
