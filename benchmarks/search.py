@@ -30,7 +30,7 @@ def _search(out: Path, driver: str, args: argparse.Namespace) -> dict:
     argv = ["search", "--model", "smollm2-135m", "--out", str(out), "--driver", driver,
             "--objectives", args.objectives, "--evaluations", str(args.evaluations), "--pop-size", str(args.pop_size),
             "--seed", str(args.seed), "--screen", str(args.screen), "--ppl-samples", str(args.ppl_samples),
-            "--ppl-seq-len", str(args.ppl_seq_len), "--no-progress"]
+            "--ppl-seq-len", str(args.ppl_seq_len), "--importance", args.importance, "--no-progress"]
     if (out / "run.json").is_file():
         argv.append("--resume")
     ns = build_parser(argv).parse_args(argv)
@@ -89,6 +89,8 @@ def main() -> int:
     ap.add_argument("--ppl-samples", type=int, default=8)
     ap.add_argument("--ppl-seq-len", type=int, default=256)
     ap.add_argument("--objectives", default="perplexity,latency_lut")
+    ap.add_argument("--importance", default="wanda", choices=("obs", "magnitude", "wanda", "flap"),
+                    help="ranking for the importance-initialised run (wanda: measured stronger than OBS on SmolLM2)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "smollm2-demo"))
     ap.add_argument("--random-out", default=str(ROOT / "runs" / "smollm2-random"))
     ap.add_argument("--reuse", action="store_true", help="analyse existing run folders only")

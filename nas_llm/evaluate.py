@@ -73,13 +73,18 @@ def perplexities(model, tokenizer, sources: list[str] | tuple[str, ...] = DEFAUL
 
 
 def zeroshot(model, tokenizer, tasks: list[str] | str | None = None, limit: int | float | None = None,
-             data_dir: str | Path | None = None, batch_size: int = 8) -> dict[str, dict[str, Any]]:
-    """Zero-shot accuracy via lm-eval on the local task files: ``{task: {acc, acc_stderr, acc_norm?, n}}``."""
+             data_dir: str | Path | None = None, batch_size: int = 8, shared_prefix: bool = True) -> dict[str, dict[str, Any]]:
+    """Zero-shot accuracy via lm-eval on the local task files: ``{task: {acc, acc_stderr, acc_norm?, n}}``.
+
+    ``shared_prefix`` scores the answer choices of one question on a single forward of their shared
+    context (:class:`nas_llm.shared_prefix_lm.SharedPrefixLM`); ``False`` uses lm-eval's plain ``HFLM``.
+    """
     go_offline()
     names = parse_tasks(tasks)
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
+
+    from .shared_prefix_lm import make_lm
 
     for name in ("lm_eval", "lm-eval"):  # lm-eval logs every request batch at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -87,7 +92,7 @@ def zeroshot(model, tokenizer, tasks: list[str] | str | None = None, limit: int 
     with tempfile.TemporaryDirectory(prefix="nasllm-tasks-") as work:
         prepare(work, data_dir=data_dir, tasks=names)
         tm = TaskManager(include_path=work, include_defaults=False)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        lm = make_lm(model, tokenizer, batch_size=batch_size, device=device, shared_prefix=shared_prefix)
         res = simple_evaluate(model=lm, tasks=[TASKS[n][0] for n in names], task_manager=tm, limit=limit,
                               log_samples=False, bootstrap_iters=1000, verbosity="WARNING")
     out: dict[str, dict[str, Any]] = {}

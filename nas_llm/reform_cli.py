@@ -20,7 +20,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 import torch
@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--damp", type=float, default=DEFAULT_DAMP, help=f"relative diagonal damping of X X^T (default {DEFAULT_DAMP})")
     p.add_argument("--batch-size", type=int, default=8, help="calibration windows per forward (default 8)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--ids", default=None, help="reform only these Pareto rows: comma-separated ids and/or 'knee' "
+                   "(default: every Pareto member; ~2 min each on a 2-core CPU for SmolLM2). Export reforms any row it ships")
 
 
 def _is_true(v: Any) -> bool:
@@ -66,8 +68,9 @@ def _kind(name: str) -> str:
 def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "admm", n_samples: int | None = None,
                seq_len: int | None = None, source: str | None = None, seed: int | None = None, rho: float = DEFAULT_RHO,
                iters: int = DEFAULT_ITERS, damp: float = DEFAULT_DAMP, batch_size: int = 8, progress: bool = True,
-               command: str | None = None) -> pd.DataFrame:
-    """Reform the Pareto rows of ``run`` with ``model`` (the run's dense model); returns the new table."""
+               command: str | None = None, ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Reform the Pareto rows of ``run`` (only those in ``ids`` if given) with ``model`` (the run's dense
+    model); returns the new table. Rows reformed earlier keep their values unless reformed again."""
     from .data import calibration_batch
     from .metrics import perplexity
 
@@ -92,11 +95,27 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
     unknown = [n for n in objectives if _kind(n) == "unknown"]
     if unknown:
         warnings.warn(f"cannot re-score objectives {unknown} after reformation; their *_reformed columns stay empty", UserWarning)
-    rows = df.index[df["pareto"].map(_is_true)].tolist()
+    pareto = df["pareto"].map(_is_true)
+    if ids is not None:
+        wanted = {int(i) for i in ids}
+        bad = sorted(wanted - set(df.loc[pareto, "id"].astype(int)))
+        if bad:
+            raise ValueError(f"--ids {bad}: not Pareto members of {run.path} (Pareto ids: "
+                             f"{sorted(df.loc[pareto, 'id'].astype(int).tolist())})")
+        pareto &= df["id"].astype(int).isin(wanted)
+    rows = df.index[pareto].tolist()
     for n in objectives:
-        df[f"{n}_reformed"] = float("nan")
-    df["reformed"] = False
-    df["reform_time_s"] = float("nan")
+        if f"{n}_reformed" not in df.columns:
+            df[f"{n}_reformed"] = float("nan")
+    if "reformed" not in df.columns:
+        df["reformed"] = False
+    df["reformed"] = df["reformed"].map(_is_true)
+    if "reform_time_s" not in df.columns:
+        df["reform_time_s"] = float("nan")
+    prev = settings.get("reform")
+    if prev and any(prev.get(k) != v for k, v in rs.items()) and (df["reformed"] & ~pareto).any():
+        raise ValueError(f"{run.path} was reformed with other settings ({prev['method']}, {prev['n_samples']} x "
+                         f"{prev['seq_len']}); reform all rows again (no --ids) or with the same settings")
     t_all = time.perf_counter()
     for idx in tqdm(rows, desc=f"reform {run.path.name}", disable=not progress):
         subnet = Subnet.from_json(df.at[idx, "subnet"])
@@ -114,7 +133,7 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
         df.at[idx, "reformed"] = True
         del model_r
     run.write_table(df)
-    settings["reform"] = {**rs, "rescored_on": cal, "rows": len(rows), "time_s": round(time.perf_counter() - t_all, 2),
+    settings["reform"] = {**rs, "rescored_on": cal, "rows": int(df["reformed"].sum()), "time_s": round(time.perf_counter() - t_all, 2),
                           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                           "command": command or "nas-llm reform " + " ".join(sys.argv[2:])}
     run.write_settings(settings)
@@ -130,8 +149,20 @@ def main(args: argparse.Namespace) -> int:
     if not settings.get("model"):
         raise ValueError(f"{run.settings_file} does not name its model")
     model, tok = load_model(settings["model"], device=device)
+    ids = None
+    if args.ids:
+        ids = []
+        for part in (x.strip() for x in args.ids.split(",") if x.strip()):
+            if part == "knee":
+                from .select import pick
+
+                ids.append(pick(run.path, "knee").id)
+            elif part.isdigit():
+                ids.append(int(part))
+            else:
+                raise ValueError(f"--ids: {part!r} is neither a row id nor 'knee'")
     df = reform_run(run, model, tok, args.method, args.n_samples, args.seq_len, args.source, args.seed, args.rho, args.iters,
-                    args.damp, args.batch_size, command="nas-llm reform " + " ".join(sys.argv[2:]))
+                    args.damp, args.batch_size, command="nas-llm reform " + " ".join(sys.argv[2:]), ids=ids)
     done = df[df["reformed"]]
     names = [c[: -len("_reformed")] for c in df.columns if c.endswith("_reformed") and c[: -len("_reformed")] in df.columns]
     print(f"reformed {len(done)} Pareto members of {run.path} with {args.method}")

@@ -164,3 +164,26 @@ def test_cli_needs_out_for_builtin_name():
     from nas_llm.cli import main
 
     assert main(["evaluate", "smollm2-135m", "--tasks", "none"]) == 2
+
+
+def test_shared_prefix_lm_equals_hflm(tiny_lm):
+    """Grouped-context scoring gives HFLM's log-likelihoods and greedy flags (independent reference:
+    lm-eval's own batched full-sequence implementation), including left truncation and 1-token answers."""
+    from lm_eval.models.huggingface import HFLM
+
+    from nas_llm.shared_prefix_lm import SharedPrefixLM
+
+    model, tok = tiny_lm
+    ref = HFLM(pretrained=model, tokenizer=tok, batch_size=3, device="cpu")
+    fast = SharedPrefixLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu")
+    reqs = []
+    for ctx, conts in [("Question: what is red?\nAnswer:", [" a rose", " the sea", " x", " a very long answer here"]),
+                       ("abc", [" d"]), ("the same context", [" y", " n"]), ("q" * 5000, [" truncated", " t"])]:
+        for c in conts:
+            ce, ke = ref._encode_pair(ctx, c)
+            reqs.append(((ctx, c), ce, ke))
+    a = ref._loglikelihood_tokens(reqs, disable_tqdm=True)
+    b = fast._loglikelihood_tokens(reqs, disable_tqdm=True)
+    assert len(a) == len(b) == len(reqs)
+    for (la, ga), (lb, gb) in zip(a, b):
+        assert lb == pytest.approx(la, rel=1e-4, abs=1e-4) and ga == gb

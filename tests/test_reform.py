@@ -297,6 +297,25 @@ def test_reform_run_and_reproduce(tmp_path):
     assert df.loc[0, "perplexity_reformed"] == pytest.approx(perplexity(model, ids), rel=1e-6)
 
 
+def test_reform_run_only_some_ids(tmp_path):
+    from nas_llm.reform_cli import reform_run
+
+    model, tok = tiny_model("llama-gqa"), CharTokenizer()
+    run = _make_run(tmp_path, model)
+    with pytest.raises(ValueError, match=r"not Pareto members.*\[0, 2\]"):
+        reform_run(run, model, tok, "exact", n_samples=4, seq_len=16, progress=False, ids=[1])
+    reform_run(run, model, tok, "exact", n_samples=4, seq_len=16, progress=False, ids=[2])
+    back = run.table()
+    assert list(back["reformed"]) == [False, False, True] and np.isnan(back["perplexity_reformed"].iloc[0])
+    first = back["perplexity_reformed"].iloc[2]
+    reform_run(run, model, tok, "exact", n_samples=4, seq_len=16, progress=False, ids=[0])  # adds a row, keeps row 2
+    back = run.table()
+    assert list(back["reformed"]) == [True, False, True] and back["perplexity_reformed"].iloc[2] == first
+    assert run.settings()["reform"]["rows"] == 2
+    with pytest.raises(ValueError, match="other settings"):  # mixing settings across rows would mislabel exports
+        reform_run(run, model, tok, "admm", n_samples=4, seq_len=16, progress=False, ids=[0])
+
+
 def test_reform_for_run_needs_settings(tmp_path):
     model = tiny_model("llama-gqa")
     run = _make_run(tmp_path, model)
