@@ -217,8 +217,11 @@ def measure_latency(model: nn.Module, mode: str = "prefill", batch: int = 1, seq
 
 def measure_interleaved(builders: Mapping[str, Callable[[], nn.Module]], mode: str = "prefill", batch: int = 1,
                         seq_len: int = 128, rounds: int = 3, min_run_time: float = 0.2, warmup: int = 2,
-                        compiled: bool = False, body_only: bool = False, progress: bool = True) -> dict[str, LatencyResult]:
+                        compiled: bool = False, body_only: bool | Mapping[str, bool] = False,
+                        progress: bool = True) -> dict[str, LatencyResult]:
     """Measure several models in rounds (A B C A B C ...), so slow drifts hit all of them alike.
+
+    ``body_only`` may be a mapping name -> bool to time some models without their LM head.
 
     ``builders`` map a name to a function building the model (e.g. slicing a subnet); a model is
     built, timed and dropped in each round, so only one extra model is in memory at a time.
@@ -234,7 +237,8 @@ def measure_interleaved(builders: Mapping[str, Callable[[], nn.Module]], mode: s
         for name, build in builders.items():
             model = build()
             dev_name = _device_name(next(model.parameters()).device)
-            fn = make_runner(model, mode, batch, seq_len, compiled=compiled, body_only=body_only)
+            bo = body_only.get(name, False) if isinstance(body_only, Mapping) else body_only
+            fn = make_runner(model, mode, batch, seq_len, compiled=compiled, body_only=bo)
             m = time_runner(fn, min_run_time, warmup)
             meds[name].append(m.median)
             times[name] += list(m.times)

@@ -147,6 +147,7 @@ class PrefixCache:
                 h.remove()
         self.dense_nll = torch.cat(rows)
         self.bytes = per * len(self.boundaries)
+        self.batch_nll: dict[tuple, float] = {}  # (subnet key, first row, rows) -> summed NLL, see Perplexity.score
 
     def start_for(self, first: int) -> int:
         """The last cached boundary at or before layer ``first``."""
@@ -236,11 +237,22 @@ class Perplexity(Objective):
         start = pc.start_for(first)
         self.last["start"] = start
         dev = next(ctx.model.parameters()).device
+        # NLL of each batch of windows, kept per subnet: re-scoring at a higher fidelity only runs the
+        # windows the screening did not. A batch is always the same rows computed the same way, so the
+        # value does not depend on what was scored before (bit-identical either way).
+        memo = pc.batch_nll
+        key = subnet.key()
         inject: dict = {}
-        total = 0.0
+        total, reused = 0.0, 0
         with torch.no_grad(), _patched(ctx.model, plan, start, first, inject):
             for bi, s in enumerate(range(0, ids.shape[0], self.batch_size)):
                 x = ids[s : s + self.batch_size].to(dev)
+                mk = (key, s, x.shape[0])
+                if mk in memo:
+                    total, reused = total + memo[mk], reused + x.shape[0]
+                    continue
                 inject["h"] = pc.states[start][bi][: x.shape[0]]
-                total += float(_row_nll(ctx.model(input_ids=x, use_cache=False).logits, x).sum())
+                memo[mk] = float(_row_nll(ctx.model(input_ids=x, use_cache=False).logits, x).sum())
+                total += memo[mk]
+        self.last["reused_windows"] = reused
         return math.exp(total / count)

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -153,9 +154,12 @@ class LookupTablePredictor(LatencyPredictor):
 
     A probe model of ``probe_layers`` identical random layers (and one of a single layer) is
     sliced uniformly to every KV-group count (full MLP) and every neuron count (full attention)
-    and timed without the LM head, in interleaved rounds. ``d`` is the dense layer time, ``a``/``m``
-    the changes from cutting attention/MLP, and ``C0`` (embeddings, final norm, head) is the
-    measured dense full model minus ``num_layers * d``, so the dense prediction matches measurement.
+    and timed without the LM head, in interleaved rounds. ``a``/``m`` are the changes from cutting
+    attention/MLP. The real model, dense and with every second layer dropped, is timed in the same
+    rounds: their difference gives the layer time ``d`` of the real model, ``C0`` (embeddings, final
+    norm, head) is the dense model minus ``num_layers * d``, and the probe's deltas are scaled by
+    ``d / d_probe``. (Taking ``d`` from the probe and ``C0`` from a separate measurement made ``C0``
+    negative on a drifting CPU and the predictions for small subnets 15-30 % low.)
     ``neuron_stride`` > 1 measures every k-th neuron count and interpolates the rest linearly.
     """
 
@@ -187,7 +191,7 @@ class LookupTablePredictor(LatencyPredictor):
         dt = resolve_dtype(self.dtype) or p.dtype
         space = SubnetSpace.from_model(model, self.granularity)
         return {
-            "kind": "lut", "device": _device_name(dev), "dtype": str(dt).replace("torch.", ""),
+            "kind": "lut", "version": 2, "device": _device_name(dev), "dtype": str(dt).replace("torch.", ""),
             "mode": self.mode, "batch": self.batch, "seq_len": self.seq_len, "compiled": self.compiled,
             "family": fam.name, "dims": space.dims.__dict__, "neuron_choices": list(space.neuron_choices),
             "attn_implementation": getattr(model.config, "_attn_implementation", None),
@@ -237,18 +241,33 @@ class LookupTablePredictor(LatencyPredictor):
             builders[f"m{n}"] = sliced(G, n)
         kw = dict(mode=self.mode, batch=self.batch, seq_len=self.seq_len, rounds=self.rounds,
                   min_run_time=self.min_run_time, compiled=self.compiled, progress=self.progress)
-        res = measure_interleaved(builders, body_only=True, **kw)
-        full = measure_interleaved({"full": lambda: target}, body_only=False, **kw)["full"]
+        body = {name: True for name in builders}
+        builders["full"], body["full"] = (lambda: target), False
+        odd = list(range(1, L, 2))
+        if odd:
+            from nas_llm.slicing import slice_model
+            from search_spaces import Ranking as _R
+
+            half = space.uniform(drop=odd)
+            builders["full_half"] = lambda: slice_model(target, _R.identity(L, G, I).resolve(half))
+            body["full_half"] = False
+        res = measure_interleaved(builders, body_only=body, **kw)
         t = {name: r.median_s for name, r in res.items()}
-        d = (t["dense"] - t["one"]) / (k - 1)
-        attn = {str(G): 0.0, **{str(g): (t[f"a{g}"] - t["dense"]) / k for g in range(1, G)}}
-        mlp = {str(I): 0.0, **{str(n): (t[f"m{n}"] - t["dense"]) / k for n in points[:-1]}}
+        d_probe = (t["dense"] - t["one"]) / (k - 1)
+        d = (t["full"] - t["full_half"]) / len(odd) if odd else d_probe
+        scale = d / d_probe if d_probe > 0 and d > 0 else 1.0
+        if not (0.5 <= scale <= 2.0):  # the probe and the real model disagree wildly: trust neither scaling
+            warnings.warn(f"lookup table: layer time of the real model {d * 1e3:.3g} ms vs probe {d_probe * 1e3:.3g} ms; "
+                          "timings are too noisy for a calibrated table, using the probe's", RuntimeWarning)
+            d, scale = d_probe, 1.0
+        attn = {str(G): 0.0, **{str(g): scale * (t[f"a{g}"] - t["dense"]) / k for g in range(1, G)}}
+        mlp = {str(I): 0.0, **{str(n): scale * (t[f"m{n}"] - t["dense"]) / k for n in points[:-1]}}
         del probe, probe1
         return {
-            "layer_dense_s": d, "embed_norm_s": t["one"] - d, "full_dense_s": full.median_s,
-            "const_s": full.median_s - L * d, "num_layers": L, "attn_delta_s": attn, "mlp_delta_s": mlp,
-            "iqr_s": {name: r.iqr_s for name, r in res.items()} | {"full": full.iqr_s},
-            "round_medians_s": {name: r.round_medians_s for name, r in res.items()} | {"full": full.round_medians_s},
+            "layer_dense_s": d, "layer_probe_s": d_probe, "probe_scale": scale, "embed_norm_s": t["one"] - d_probe,
+            "full_dense_s": t["full"], "const_s": t["full"] - L * d, "num_layers": L, "attn_delta_s": attn, "mlp_delta_s": mlp,
+            "iqr_s": {name: r.iqr_s for name, r in res.items()},
+            "round_medians_s": {name: r.round_medians_s for name, r in res.items()},
         }
 
     def _mlp(self, n: int) -> float:

@@ -96,6 +96,24 @@ def test_bit_identical_for_same_subnet_and_seed(text_file):
     assert Perplexity(text_file, n_samples=4, seq_len=16, seed=8).score(s, a) != v
 
 
+def test_rescoring_reuses_screened_windows_bit_identically(text_file):
+    """Full fidelity after screening runs only the new windows and gives exactly the value of a fresh score."""
+    a, b = make_ctx(), make_ctx()
+    s = a.space.sample(np.random.default_rng(5), 0.2)
+    full = Perplexity(text_file, n_samples=6, seq_len=16, seed=2, batch_size=2)
+    screen = full.at_fidelity(1 / 3)
+    screen.score(s, a)
+    assert screen.last["reused_windows"] == 0
+    v = full.score(s, a)
+    assert full.last["reused_windows"] == 2
+    fresh = Perplexity(text_file, n_samples=6, seq_len=16, seed=2, batch_size=2)
+    assert fresh.score(s, b) == v and fresh.last["reused_windows"] == 0
+    assert v == pytest.approx(fresh.naive(s, b), rel=1e-5)
+    other = a.space.sample(np.random.default_rng(6), 0.2)  # another subnet never reuses this one's windows
+    full.score(other, a)
+    assert full.last["reused_windows"] == 0
+
+
 def test_fidelity_uses_a_prefix_of_the_same_windows(ctx, text_file):
     obj = Perplexity(text_file, n_samples=6, seq_len=16, batch_size=4)
     low = obj.at_fidelity(0.5)

@@ -146,8 +146,10 @@ def command_of(args: argparse.Namespace) -> str:
 
 def objective_args(args: argparse.Namespace) -> dict[str, dict]:
     """Constructor arguments per objective name: perplexity uses the run's calibration text and seed."""
+    # batches of the screening size: a full-fidelity re-score then reuses the screened windows' NLL
+    screen_rows = max(1, round(args.ppl_samples * args.screen)) if 0 < getattr(args, "screen", 1.0) < 1 else 8
     return {"perplexity": {"source": args.calibration, "n_samples": args.ppl_samples, "seq_len": args.ppl_seq_len,
-                           "seed": args.calib_seed}}
+                           "seed": args.calib_seed, "batch_size": min(screen_rows, args.ppl_samples)}}
 
 
 def _ensure_registered() -> None:
