@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._results import RAW_DIR, command_line, header, machine, save_raw, write_section  # noqa: E402
+from benchmarks._results import RAW_DIR, header, machine, save_raw, write_section  # noqa: E402
 from nas_llm import SubnetSpace, load_model  # noqa: E402
 from nas_llm.data import calibration_batch, eval_windows  # noqa: E402
 from nas_llm.importance import importance_ranking  # noqa: E402
@@ -116,12 +116,14 @@ def render(raw: dict, info: dict) -> str:
     pts = raw["points"]
     s = raw["settings"]
     cal, rk = s["calibration"], s["ranking"]
-    lines = [header("Reformation (issue 4)", info, "flock /tmp/nasllm-heavy.lock " + command_line()),
+    cmd = ("python benchmarks/reformation.py --windows 16  (points already in benchmarks/results/reformation.json are "
+           "skipped; delete it to re-measure all)")
+    lines = [header("Reformation (issue 4)", info, cmd),
              f"SmolLM2-135M-Instruct fp32, CPU. Subnets: uniform, OBS ranking from {rk['source']} ({rk['n_samples']} x {rk['seq_len']}). "
              f"Reformation calibration: {cal['source']} {cal['n_samples']} x {cal['seq_len']} tokens, seed {cal['seed']}, sequential; "
              "ADMM 30 iterations, rho 0.1 (Jacobi-scaled), damp 0.01. Perplexity: WikiText-2 **test**, consecutive windows "
-             "(windows x seq_len given per row). Times: wall clock on a 2-core machine shared with other jobs (reform = the whole "
-             "sequential pass for one subnet).\n"]
+             "(windows x seq_len given per row). Times: wall clock on a 2-core machine (reform = the whole sequential pass for one "
+             "subnet; the 70% row and dense were measured while other jobs shared the machine, the others on a quiet one).\n"]
     dense = {p["windows"]: p["ppl"] for p in pts.values() if p["mode"] == "dense"}
     for w, v in sorted(dense.items()):
         lines.append(f"Dense model: ppl {v:.2f} ({w}).\n")
