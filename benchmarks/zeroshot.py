@@ -109,7 +109,9 @@ def section(models: dict) -> str:
         notes.append(f"- **{m}**: {r.get('what', m)}; limit {r.get('limit') or 'none (every item)'}; "
                      f"measured {r['machine']['date']} in {r['seconds'] / 60:.1f} min with `{r['command']}`.")
     md = header("Zero-shot accuracy: dense SmolLM2 vs the exported knee", first["machine"], first["command"]) + "\n" + "\n".join(notes) + "\n\n" + table(models) + (
-        "\n\nlm-eval 0.4.13 `HFLM` on the loaded model, the task YAMLs in `nas_llm/tasks/` on the local files in "
+        "\n\nlm-eval 0.4.13 through `nas_llm.shared_prefix_lm.SharedPrefixLM` (an `HFLM` subclass that scores the answer "
+        "choices of a question on one forward of their shared context; same tokenisation, same numbers up to float "
+        "rounding) on the loaded model, the task YAMLs in `nas_llm/tasks/` on the local files in "
         "`../shared/data/zeroshot` (offline). Headline metric: acc_norm for PIQA, ARC, OpenBookQA, HellaSwag; acc for BoolQ "
         "and WinoGrande. HellaSwag is a 1,000-item subset of the validation set and the ARC files have 4 choices for every "
         "item, so these are close to, not identical with, published lm-eval numbers. Perplexity: GPTQ protocol, consecutive "
