@@ -70,3 +70,32 @@ def test_cli_two_optuna_workers(smollm2, tmp_path):
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 12
     df = Run(out).table()
     assert df["key"].is_unique and df["id"].is_unique and len(df) <= 12
+
+
+@pytest.mark.smollm2
+def test_cli_search_with_reform(smollm2, tmp_path):
+    """`search --reform exact` reforms every Pareto member after the search and records before/after."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from nas_llm.cli import main
+
+    _, tok = smollm2
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=128, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tiny"
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    out = tmp_path / "ref"
+    argv = ["search", "--model", str(model_dir), "--out", str(out), "--driver", "random", "--objectives", "perplexity,params_ratio",
+            "--evaluations", "6", "--pop-size", "6", "--granularity", "32", "--calib-samples", "2", "--calib-seq-len", "32",
+            "--ppl-samples", "2", "--ppl-seq-len", "32", "--importance", "magnitude", "--reform", "exact", "--no-progress"]
+    assert main(argv) == 0
+    run = Run(out)
+    df = run.table()
+    pareto = df["pareto"].astype(bool)
+    assert df.loc[pareto, "reformed"].astype(bool).all() and not df.loc[~pareto, "reformed"].astype(bool).any()
+    assert df.loc[pareto, "perplexity_reformed"].notna().all()
+    assert (df.loc[pareto, "params_ratio_reformed"] == df.loc[pareto, "params_ratio"]).all()
+    assert run.settings()["reform"]["method"] == "exact"

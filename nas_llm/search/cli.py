@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not re-score the dense model and uniform baselines at full fidelity at the end")
     p.add_argument("--init", default="importance", choices=("importance", "random"), help="first generation")
     p.add_argument("--ref-point", default=None, help="hypervolume reference point, comma-separated (default: nadir of generation 0 + 10%%)")
+    p.add_argument("--reform", default=None, choices=("admm", "exact", "bias"),
+                   help="after the search, reform every Pareto member (as `nas-llm reform RUN --method M`; ~2 min each "
+                   "for SmolLM2 on a 2-core CPU)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -237,6 +240,12 @@ def main(args: argparse.Namespace) -> int:
     cols = ["id", *res.objectives, "params_ratio", "source"]
     print(front[[c for c in cols if c in front]].to_string(index=False))
     print(f"{len(res.table)} evaluations in {wall:.1f} s -> {run.path}")
+    if args.reform:
+        from nas_llm.reform_cli import reform_run
+
+        df = reform_run(run, sp.ctx.model, sp.ctx.tokenizer, args.reform, progress=progress,
+                        command=f"nas-llm search ... --reform {args.reform}")
+        print(f"reformed {int(df['reformed'].sum())} Pareto members with {args.reform} (columns *_reformed)")
     return 0
 
 
