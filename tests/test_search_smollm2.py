@@ -40,24 +40,29 @@ def test_cli_search_writes_the_run_folder_contract(smollm2, tmp_path):
     assert len(Run(out).table()) == 10
 
 
-@pytest.mark.smollm2
-def test_cli_two_optuna_workers(smollm2, tmp_path):
-    """`--workers 2`: the parent creates the study, one child process joins, N trials in total.
-
-    Uses a tiny random LLaMA with SmolLM2's tokenizer (so the CLI's calibration path is real) to stay fast.
-    """
+def _tiny_model_dir(tok, tmp_path):
+    """A tiny random LLaMA with SmolLM2's tokenizer on disk (the CLI's loading and calibration paths are real)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from nas_llm.cli import main
-
-    _, tok = smollm2
     cfg = LlamaConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=128, tie_word_embeddings=True)
     torch.manual_seed(0)
     model_dir = tmp_path / "tiny"
     AutoModelForCausalLM.from_config(cfg).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
+    return model_dir
+
+
+@pytest.mark.smollm2
+def test_cli_two_optuna_workers(smollm2, tmp_path):
+    """`--workers 2`: the parent creates the study, one child process joins, N trials in total.
+
+    Uses a tiny random LLaMA with SmolLM2's tokenizer (so the CLI's calibration path is real) to stay fast.
+    """
+    from nas_llm.cli import main
+
+    model_dir = _tiny_model_dir(smollm2[1], tmp_path)
     out = tmp_path / "dist"
     argv = ["search", "--model", str(model_dir), "--out", str(out), "--driver", "optuna", "--workers", "2",
             "--objectives", "params_ratio,kv_cache_bytes", "--evaluations", "12", "--pop-size", "6",
@@ -75,18 +80,9 @@ def test_cli_two_optuna_workers(smollm2, tmp_path):
 @pytest.mark.smollm2
 def test_cli_search_with_reform(smollm2, tmp_path):
     """`search --reform exact` reforms every Pareto member after the search and records before/after."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
     from nas_llm.cli import main
 
-    _, tok = smollm2
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=128, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model_dir = tmp_path / "tiny"
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = _tiny_model_dir(smollm2[1], tmp_path)
     out = tmp_path / "ref"
     argv = ["search", "--model", str(model_dir), "--out", str(out), "--driver", "random", "--objectives", "perplexity,params_ratio",
             "--evaluations", "6", "--pop-size", "6", "--granularity", "32", "--calib-samples", "2", "--calib-seq-len", "32",
