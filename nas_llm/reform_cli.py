@@ -148,8 +148,7 @@ def main(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if not settings.get("model"):
         raise ValueError(f"{run.settings_file} does not name its model")
-    model, tok = load_model(settings["model"], device=device)
-    ids = None
+    ids = None  # parsed before the model load, so a bad --ids fails at once
     if args.ids:
         ids = []
         for part in (x.strip() for x in args.ids.split(",") if x.strip()):
@@ -161,6 +160,7 @@ def main(args: argparse.Namespace) -> int:
                 ids.append(int(part))
             else:
                 raise ValueError(f"--ids: {part!r} is neither a row id nor 'knee'")
+    model, tok = load_model(settings["model"], device=device)
     df = reform_run(run, model, tok, args.method, args.n_samples, args.seq_len, args.source, args.seed, args.rho, args.iters,
                     args.damp, args.batch_size, command="nas-llm reform " + " ".join(sys.argv[2:]), ids=ids)
     done = df[df["reformed"]]
