@@ -5,7 +5,11 @@ is measured, so a re-run (e.g. after the search run appears) only computes the m
 Methods (all produce subnets of our space, so slicing/evaluation are the same code for all):
 
     dense, magnitude, wanda-sp, wanda-sp+admm, flap (with its bias compensation), shortgpt,
-    ours (front member of --run nearest the ratio), ours+admm
+    ours (the front member of --run with the lowest calibration perplexity within one uniform
+    granularity step of the ratio; the nearest member when none is that close), ours+admm
+
+--run takes one run for every ratio, or RATIO=RUN per ratio (a size-constrained search per ratio,
+e.g. ``nas-llm search --constraint "params_ratio in [0.785,0.815]" --no-layer-drop``).
 
 Protocols: ``main`` = calibration on wikitext2-valid, test ppl at seq 2048 over --windows windows
 of WikiText-2 and PTB test; ``flap`` = FLAP's paper protocol: calibration 64 x 128 tokens from
@@ -93,8 +97,10 @@ def reform_model(model, plan, calib: torch.Tensor, method: str, subnet=None):
     return out
 
 
-def front_member(run_dir: Path, ratio: float):
-    """The Pareto-front member of a search run whose decoder-param ratio is nearest ``ratio``."""
+def front_member(run_dir: Path, ratio: float, tol: float = 0.015):
+    """The Pareto-front member of a search run for ``ratio``: lowest calibration perplexity among
+    members within ``tol`` of the ratio (one uniform 64-neuron step of SmolLM2 is ~0.03), else the
+    member nearest the ratio."""
     from nas_llm.run import Run
     from search_spaces import Subnet
 
@@ -108,10 +114,29 @@ def front_member(run_dir: Path, ratio: float):
         front = df[df["pareto"].astype(bool)]
     else:
         raise ValueError(f"{run_dir} has neither front.json nor a pareto column")
+    if "is_reformed" in front:
+        front = front[~front["is_reformed"].fillna(False).astype(bool)]  # reformation is the +admm row's job
     if front.empty:
         raise ValueError(f"{run_dir}: the Pareto front is empty")
-    row = front.iloc[(front["params_ratio"] - ratio).abs().argsort().iloc[0]]
+    close = front[(front["params_ratio"] - ratio).abs() <= tol]
+    row = close.loc[close["perplexity"].idxmin()] if len(close) and "perplexity" in close else \
+        front.iloc[(front["params_ratio"] - ratio).abs().argsort().iloc[0]]
     return Subnet.from_json(row["subnet"]), run.ranking(), int(row["id"]), float(row["params_ratio"])
+
+
+def run_for(runs: list[str] | None, ratio: float) -> Path | None:
+    """The run folder for ``ratio`` from ``--run`` values ``RUN`` (all ratios) or ``RATIO=RUN``."""
+    default, per = None, {}
+    for r in runs or []:
+        if "=" in r:
+            k, v = r.split("=", 1)
+            try:
+                per[float(k)] = Path(v)
+            except ValueError:
+                raise ValueError(f"--run {r!r}: expected RATIO=RUN, e.g. 0.8=runs/c80") from None
+        else:
+            default = Path(r)
+    return next((v for k, v in per.items() if abs(k - ratio) < 1e-9), default)
 
 
 def build(method: str, ratio: float, model, stats_fn, calib, space, run_dir: Path | None):
@@ -216,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=[m for m in METHODS if not m.startswith("ours")], choices=METHODS)
     p.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS))
     p.add_argument("--windows", type=int, default=None, help="test windows per dataset (default: the protocol's)")
-    p.add_argument("--run", type=Path, default=None, help="search run folder for 'ours' (runs/NAME)")
+    p.add_argument("--run", action="append", default=None, metavar="[RATIO=]RUN",
+                   help="search run folder for 'ours' (runs/NAME), or RATIO=RUN for one ratio (repeatable)")
     p.add_argument("--zeroshot", action="store_true", help=f"zero-shot at {int(ZS_RATIO * 100)}%% for {', '.join(ZS_METHODS)}")
     p.add_argument("--zeroshot-limit", type=int, default=200, help="items per zero-shot task (0 = all)")
     p.add_argument("--export-dir", type=Path, default=None, help="also export every subnet here")
@@ -288,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             if m == "dense":
                 sub_model, info = model, {"params_ratio": 1.0}
             else:
-                sub_model, info = build(m, r, model, stats_fn, calib, space, args.run)
+                sub_model, info = build(m, r, model, stats_fn, calib, space, run_for(args.run, r))
         except (ImportError, FileNotFoundError, ValueError) as e:
             print(f"[quality] {key}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
             continue
@@ -313,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             if m == "dense":
                 sub_model = model
             else:
-                sub_model, _ = build(m, ZS_RATIO, model, stats_fn, calib, space, args.run)
+                sub_model, _ = build(m, ZS_RATIO, model, stats_fn, calib, space, run_for(args.run, ZS_RATIO))
             t0 = time.perf_counter()
             z = zeroshot(sub_model, tok, "all", limit=limit, batch_size=16)
             metric = {t: v[v["metric"]] for t, v in z.items()}

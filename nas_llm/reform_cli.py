@@ -104,14 +104,10 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
                              f"{sorted(df.loc[pareto, 'id'].astype(int).tolist())})")
         pareto &= df["id"].astype(int).isin(wanted)
     rows = df.index[pareto].tolist()
-    for n in objectives:
-        if f"{n}_reformed" not in df.columns:
-            df[f"{n}_reformed"] = float("nan")
-    if "reformed" not in df.columns:
-        df["reformed"] = False
+    for col, empty in [*((f"{n}_reformed", float("nan")) for n in objectives), ("reformed", False), ("reform_time_s", float("nan"))]:
+        if col not in df.columns:
+            df[col] = empty
     df["reformed"] = df["reformed"].map(_is_true)
-    if "reform_time_s" not in df.columns:
-        df["reform_time_s"] = float("nan")
     prev = settings.get("reform")
     if prev and any(prev.get(k) != v for k, v in rs.items()) and (df["reformed"] & ~pareto).any():
         raise ValueError(f"{run.path} was reformed with other settings ({prev['method']}, {prev['n_samples']} x "

@@ -252,3 +252,36 @@ def test_pareto_mask_used_by_result_matches_front_module():
     res = run_random(problem(), 20, batch=10, progress=False)
     t = res.table
     assert np.array_equal(t["pareto"].to_numpy(), pareto_mask(t[["loss", "params_ratio"]].to_numpy(), feasible=t["feasible"]))
+
+
+def test_size_constrained_search_seeds_inside_the_band():
+    """A params_ratio constraint moves the seeds into the band (and keeps the ceil-heads uniform seed)."""
+    from nas_llm.search.cli import seed_ratios
+    from nas_llm.search.population import ratios_within, seeds
+    from objectives import Constraint
+
+    assert seed_ratios([Constraint.parse("latency_lut<=20")]) is None
+    r = seed_ratios([Constraint.parse("params_ratio in [0.78, 0.82]"), Constraint.parse("params_ratio<=0.81")])
+    assert r == (0.78, 0.795, 0.8, 0.81)
+    assert ratios_within(None, 0.5) == (0.05, 0.275, 0.4, 0.5)
+    with pytest.raises(ValueError, match="empty size band"):
+        ratios_within(0.9, 0.8)
+    ctx = make_ctx()
+    sp = ctx.space
+    got = {s.key() for s, _ in seeds(sp, ctx.ranking, (0.6,))}
+    # hand-built: KV groups ceil(0.6 * 2) = 2 (all), MLP width whose size is nearest 0.6
+    want = min((sp.uniform(2, n) for n in sp.neuron_choices), key=lambda s: abs(sp.ratio(s) - 0.6))
+    assert want.key() in got
+    in_band = [s for s, src in initial_population(sp, ctx.ranking, 12, ratios=r) if src == "uniform"]
+    assert all(abs(sp.ratio(s) - 0.8) < 0.1 for s in in_band)
+
+
+def test_search_cost_accounting():
+    """Cache hits are counted and every objective's scoring time is attributed to it."""
+    sp = problem(objectives=[Loss(sleep=0.02), "params_ratio"])
+    s = sp.space.dense()
+    sp.evaluate(s)
+    sp.evaluate(s)
+    assert sp.n_calls == 1 and sp.n_hits == 1
+    assert set(sp.objective_s) == {"loss", "params_ratio"}
+    assert sp.objective_s["loss"] >= 0.02 > sp.objective_s["params_ratio"]

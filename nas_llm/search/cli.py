@@ -128,6 +128,19 @@ def build(args: argparse.Namespace, run_dir: Path):
     return sp, settings, ref
 
 
+def seed_ratios(constraints) -> tuple[float, ...] | None:
+    """Seed sizes from the params_ratio constraints (None when there are none): a search asked for
+    80% models should start from importance-ranked 80% models."""
+    from .population import ratios_within
+
+    bands = [c for c in constraints if c.objective == "params_ratio"]
+    if not bands:
+        return None
+    lo = max((c.lo for c in bands if c.lo is not None), default=None)
+    hi = min((c.hi for c in bands if c.hi is not None), default=None)
+    return ratios_within(lo, hi)
+
+
 def command_of(args: argparse.Namespace) -> str:
     """The equivalent ``nas-llm search`` command line (also when called from Python, not the shell)."""
     import shlex
@@ -192,11 +205,15 @@ def main(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     common = dict(seed=args.seed, run_dir=run.path, resume=args.resume, rescore_fronts=args.rescore_fronts,
                   ref_point=ref, progress=progress)
+    ratios = seed_ratios(sp.constraints)
+    if ratios is not None:
+        settings["seed_ratios"] = [round(r, 4) for r in ratios]
+        run.write_settings(settings)
     t0 = time.perf_counter()
     if args.driver == "pymoo":
         from .pymoo_driver import run_pymoo
 
-        res = run_pymoo(sp, args.evaluations, args.pop_size, algorithm=args.algorithm, init=args.init,
+        res = run_pymoo(sp, args.evaluations, args.pop_size, algorithm=args.algorithm, init=args.init, ratios=ratios,
                         rescore_baselines=not args.no_rescore_baselines, **common)
     elif args.driver == "random":
         from .random_driver import run_random
@@ -211,14 +228,14 @@ def main(args: argparse.Namespace) -> int:
             from .optuna_driver import prepare_study
 
             prepare_study(sp, args.storage, run.path, args.study_name, args.sampler, args.seed, args.pop_size,
-                          resume=args.resume, init=args.init)
+                          resume=args.resume, init=args.init, ratios=ratios)
             args.resume, args.join = False, True
             storage = args.storage or f"sqlite:///{run.path.resolve() / 'study.db'}"
             for k in range(1, args.workers):
                 cmd = [sys.executable, "-m", "nas_llm.cli", "search", *_child_args(args, storage, k)]
                 children.append(subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
         res = run_optuna(sp, args.evaluations, args.sampler, args.pop_size, storage=args.storage, study_name=args.study_name,
-                         join=args.join, init=args.init, shared=args.workers > 1 or args.join or args.storage is not None,
+                         join=args.join, init=args.init, ratios=ratios, shared=args.workers > 1 or args.join or args.storage is not None,
                          write=False, **{**common, "resume": args.resume})
         bad = [c.wait() for c in children]
         if any(bad):
@@ -234,6 +251,8 @@ def main(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     settings["wall_s"] = round(wall, 2)
     settings["n_calls"] = sp.n_calls
+    settings["cache_hits"] = sp.n_hits
+    settings["objective_s"] = {k: round(v, 2) for k, v in sp.objective_s.items()}
     run.write_settings(settings)
     front = res.front
     print(res)

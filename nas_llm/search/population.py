@@ -7,6 +7,7 @@ carries a ``source`` tag that ends up in the run table, so baselines can be foun
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -57,6 +58,10 @@ def seeds(space: SubnetSpace, ranking: Ranking, ratios: Sequence[float] = DEFAUL
     for r in ratios:
         out.append((space.uniform_at_ratio(r, "mlp"), "uniform"))
         out.append((space.uniform_at_ratio(r, "both"), "uniform"))
+        # attention cut no harder than the ratio (KV groups rounded up), the MLP takes the rest: with
+        # few KV groups this is the stronger uniform subnet (uniform Wanda-sp baseline's rule)
+        kv = min(space.dims.num_kv_heads, max(1, math.ceil(r * space.dims.num_kv_heads - 1e-9)))
+        out.append((min((space.uniform(kv, n) for n in space.neuron_choices), key=lambda s: abs(space.ratio(s) - r)), "uniform"))
         if space.allow_layer_drop and L > 2:
             # drop low-influence layers and keep the rest wider, landing near the same size
             n_drop = max(1, int(round((1 - r) * L / 2)))
@@ -70,6 +75,16 @@ def seeds(space: SubnetSpace, ranking: Ranking, ratios: Sequence[float] = DEFAUL
             seen.add(s.key())
             uniq.append((s, src))
     return uniq
+
+
+def ratios_within(lo: float | None, hi: float | None, ratios: Sequence[float] = DEFAULT_RATIOS) -> tuple[float, ...]:
+    """Seed sizes for a size-constrained search: the default sizes inside [lo, hi] plus both ends and
+    the middle, so the first generation starts feasible instead of spending its budget outside the band."""
+    lo = 0.05 if lo is None else max(lo, 0.05)
+    hi = 1.0 if hi is None else min(hi, 1.0)
+    if lo > hi:
+        raise ValueError(f"empty size band [{lo}, {hi}]")
+    return tuple(sorted({*(r for r in ratios if lo <= r <= hi), lo, (lo + hi) / 2, hi}))
 
 
 def initial_population(space: SubnetSpace, ranking: Ranking, size: int, seed: int = 0,

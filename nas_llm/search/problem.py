@@ -79,6 +79,8 @@ class SearchProblem:
         self.worker = str(worker)
         self.cache: dict[str, dict] = {}
         self.n_calls = 0  # objective evaluations actually run (cache misses)
+        self.n_hits = 0  # evaluate() calls answered from the cache (duplicates the optimiser proposed)
+        self.objective_s: dict[str, float] = {}  # seconds spent in each objective's score (search cost split)
         self.journal = Path(journal) if journal is not None else None
         self._setup_done = False
 
@@ -151,6 +153,7 @@ class SearchProblem:
         key = subnet.key()
         hit = self.cache.get(key)
         if hit is not None:
+            self.n_hits += 1
             return hit
         self.setup()
         self.space.validate(subnet)
@@ -167,13 +170,13 @@ class SearchProblem:
         fid = 1.0
         for o in self.objectives:
             if o.name in self._screen:
-                row[self.screen_column(o.name)] = checked_score(self._screen[o.name], subnet, self.ctx)
+                row[self.screen_column(o.name)] = self._timed(o.name, self._screen[o.name], subnet)
                 row[o.name] = row[self.screen_column(o.name)]  # highest fidelity measured so far
                 fid = self.screen_fidelity
             else:
-                row[o.name] = checked_score(o, subnet, self.ctx)
+                row[o.name] = self._timed(o.name, o, subnet)
         for name, o in self._constraint_obj.items():
-            row[name] = checked_score(o, subnet, self.ctx)
+            row[name] = self._timed(name, o, subnet)
         row["fidelity"] = fid
         self._feasibility(row)
         row.update(generation=int(generation), time_s=time.perf_counter() - t0, worker=self.worker)
@@ -181,6 +184,13 @@ class SearchProblem:
         self.cache[key] = row
         self._append(row)
         return row
+
+    def _timed(self, name: str, objective, subnet: Subnet) -> float:
+        t0 = time.perf_counter()
+        try:
+            return checked_score(objective, subnet, self.ctx)
+        finally:
+            self.objective_s[name] = self.objective_s.get(name, 0.0) + time.perf_counter() - t0
 
     def _feasibility(self, row: dict) -> None:
         g = self.violations(row)
@@ -207,7 +217,7 @@ class SearchProblem:
             subnet = Subnet.from_json(row["subnet"])
             t0 = time.perf_counter()
             for name in self._screen:
-                row[name] = checked_score(self._objective_for(name), subnet, self.ctx)
+                row[name] = self._timed(name, self._objective_for(name), subnet)
             row["fidelity"] = 1.0
             row["time_s"] = float(row.get("time_s", 0.0)) + time.perf_counter() - t0
             self._feasibility(row)
