@@ -82,3 +82,28 @@ def write_section(name: str, markdown: str) -> None:
 def header(title: str, info: dict, cmd: str) -> str:
     keys = ", ".join(f"{k} {info[k]}" for k in ("machine", "cpus", "gpu", "torch", "transformers", "commit") if k in info)
     return f"## {title}\n\n`{cmd}` — {info['date']}; {keys}\n"
+
+
+def pack_plan(plan: dict) -> dict:
+    """A resolved plan with each layer's kept-neuron list stored as a hex bitmask: the raw JSON of a
+    table with dozens of subnets stays small in git (index lists made quality-main.json ~5 MB)."""
+    layers = []
+    for layer in plan.get("layers", []):
+        layer = dict(layer)
+        if isinstance(layer.get("neurons"), list):
+            idx = layer.pop("neurons")
+            layer["neurons_mask"] = hex(sum(1 << int(i) for i in idx))
+        layers.append(layer)
+    return {**plan, "layers": layers}
+
+
+def unpack_plan(plan: dict) -> dict:
+    """Inverse of :func:`pack_plan` (plans stored unpacked pass through)."""
+    layers = []
+    for layer in plan.get("layers", []):
+        layer = dict(layer)
+        if "neurons_mask" in layer:
+            m = int(layer.pop("neurons_mask"), 16)
+            layer["neurons"] = [i for i in range(m.bit_length()) if m >> i & 1]
+        layers.append(layer)
+    return {**plan, "layers": layers}

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._results import RAW_DIR, command_line, header, machine, save_raw, write_section  # noqa: E402
+from benchmarks._results import RAW_DIR, command_line, header, machine, save_raw, unpack_plan, write_section  # noqa: E402
 
 
 def groups(quality: dict) -> dict[str, dict]:
@@ -48,7 +48,7 @@ def builder(model, g: dict | None):
     def build():
         if g is None:
             return model
-        m = slice_model(model, Plan.from_dict(g["plan"]), subnet=Subnet.from_dict(g["subnet"]))
+        m = slice_model(model, Plan.from_dict(unpack_plan(g["plan"])), subnet=Subnet.from_dict(g["subnet"]))
         if g["bias"]:
             fam = get_family(m)
             for layer in fam.decoder_layers(m):

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._results import RAW_DIR, command_line, header, machine, save_raw, write_section  # noqa: E402
+from benchmarks._results import RAW_DIR, command_line, header, machine, pack_plan, save_raw, write_section  # noqa: E402
 
 METHODS = ("dense", "magnitude", "wanda-sp", "wanda-sp+admm", "flap", "shortgpt", "ours", "ours+admm")
 RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)
@@ -75,7 +75,7 @@ class Cache:
         return self.data["rows"]
 
     def put(self, key: str, row: dict) -> None:
-        self.rows[key] = row
+        self.rows[key] = {**row, "plan": pack_plan(row["plan"])} if "plan" in row else row
         self.data["machine"] = machine()
         save_raw(self.name, self.data)
 
@@ -264,12 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = cache.rows
         ms = [m for m in METHODS if any(k.partition("@")[0] == m for k in rows)]
         rs = sorted({float(k.partition("@")[2]) for k in rows if "@" in k}, reverse=True)
-        run = next((v["run"] for v in rows.values() if v.get("run")), None)
+        # the run each ratio's 'ours' rows came from: one --run for all, RATIO=RUN for the others
+        per = {float(k.partition("@")[2]): v["run"] for k, v in rows.items() if v.get("run") and "@" in k}
+        common = max(set(per.values()), key=list(per.values()).count) if per else None
+        run_args = ([common] if common else []) + [f"{r:g}={v}" for r, v in sorted(per.items(), reverse=True) if v != common]
         zs = any(v.get("zeroshot") for v in rows.values())
         return (f"flock /tmp/nasllm-heavy.lock python benchmarks/quality.py --protocol {args.protocol}"
                 + (f" --windows {args.windows}" if args.windows else "") + " --methods " + " ".join(ms)
                 + (" --ratios " + " ".join(f"{r:g}" for r in rs) if rs and rs != list(RATIOS) else "")
-                + (f" --run {run}" if run else "") + (f" --zeroshot --zeroshot-limit {args.zeroshot_limit}" if zs else ""))
+                + "".join(f" --run {a}" for a in run_args) + (f" --zeroshot --zeroshot-limit {args.zeroshot_limit}" if zs else ""))
 
     if args.table_only:
         write_section(section, table(cache.data, args.protocol, cmd_doc()))
