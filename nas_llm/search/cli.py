@@ -200,15 +200,14 @@ def main(args: argparse.Namespace) -> int:
         if old.get("driver") not in (None, args.driver):
             raise ValueError(f"{run.path} was searched with --driver {old['driver']}; resume it with the same driver")
     sp, settings, ref = build(args, run.path)
+    ratios = seed_ratios(sp.constraints)
+    if ratios is not None:
+        settings["seed_ratios"] = [round(r, 4) for r in ratios]
     if not args.join:
         run.write_settings(settings)
     progress = not args.no_progress
     common = dict(seed=args.seed, run_dir=run.path, resume=args.resume, rescore_fronts=args.rescore_fronts,
                   ref_point=ref, progress=progress)
-    ratios = seed_ratios(sp.constraints)
-    if ratios is not None:
-        settings["seed_ratios"] = [round(r, 4) for r in ratios]
-        run.write_settings(settings)
     t0 = time.perf_counter()
     if args.driver == "pymoo":
         from .pymoo_driver import run_pymoo

@@ -7,12 +7,13 @@ carries a ``source`` tag that ends up in the run table, so baselines can be foun
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 
 from search_spaces import LayerChoice, Ranking, Subnet, SubnetSpace
+
+from ..baselines import uniform_subnet
 
 # Cover the whole useful range: without reformation subnets below ~0.6 degrade fast, but reformation
 # recovers them (SmolLM2 uniform MLP 50%: test ppl 7284 -> 69), and a first generation that starts at 0.6
@@ -58,10 +59,9 @@ def seeds(space: SubnetSpace, ranking: Ranking, ratios: Sequence[float] = DEFAUL
     for r in ratios:
         out.append((space.uniform_at_ratio(r, "mlp"), "uniform"))
         out.append((space.uniform_at_ratio(r, "both"), "uniform"))
-        # attention cut no harder than the ratio (KV groups rounded up), the MLP takes the rest: with
-        # few KV groups this is the stronger uniform subnet (uniform Wanda-sp baseline's rule)
-        kv = min(space.dims.num_kv_heads, max(1, math.ceil(r * space.dims.num_kv_heads - 1e-9)))
-        out.append((min((space.uniform(kv, n) for n in space.neuron_choices), key=lambda s: abs(space.ratio(s) - r)), "uniform"))
+        # attention cut no harder than the ratio, the MLP takes the rest: the uniform Wanda-sp baseline's
+        # rule, the stronger uniform subnet when there are few KV groups
+        out.append((uniform_subnet(space, r, "ceil"), "uniform"))
         if space.allow_layer_drop and L > 2:
             # drop low-influence layers and keep the rest wider, landing near the same size
             n_drop = max(1, int(round((1 - r) * L / 2)))
