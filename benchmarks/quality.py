@@ -98,7 +98,8 @@ def reform_model(model, plan, calib: torch.Tensor, method: str, subnet=None):
 
 
 def front_member(run_dir: Path, ratio: float, tol: float = 0.015):
-    """The Pareto-front member of a search run for ``ratio``: lowest calibration perplexity among
+    """The Pareto-front member of a search run for ``ratio``: lowest calibration perplexity (reformed, if the
+    run searched on ``perplexity_reformed``) among
     members within ``tol`` of the ratio (one uniform 64-neuron step of SmolLM2 is ~0.03), else the
     member nearest the ratio."""
     from nas_llm.run import Run
@@ -119,7 +120,8 @@ def front_member(run_dir: Path, ratio: float, tol: float = 0.015):
     if front.empty:
         raise ValueError(f"{run_dir}: the Pareto front is empty")
     close = front[(front["params_ratio"] - ratio).abs() <= tol]
-    row = close.loc[close["perplexity"].idxmin()] if len(close) and "perplexity" in close else \
+    ppl = next((c for c in ("perplexity_reformed", "perplexity") if c in front), None)
+    row = close.loc[close[ppl].idxmin()] if len(close) and ppl else \
         front.iloc[(front["params_ratio"] - ratio).abs().argsort().iloc[0]]
     return Subnet.from_json(row["subnet"]), run.ranking(), int(row["id"]), float(row["params_ratio"])
 

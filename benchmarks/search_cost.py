@@ -17,7 +17,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._results import command_line, header, machine, save_raw, write_section  # noqa: E402
+from benchmarks._results import RAW_DIR, command_line, header, machine, save_raw, write_section  # noqa: E402
 
 
 def cost(run_dir: Path) -> dict:
@@ -57,13 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--note", default="", help="a sentence on how the runs were made (e.g. what else ran)")
+    ap.add_argument("--add", action="store_true",
+                    help="keep the rows of runs already in results/search_cost.json (their folders may be gone)")
     args = ap.parse_args(argv)
     missing = [str(r) for r in args.runs if not (r / "run.json").is_file()]
     if missing:
         raise SystemExit(f"not finished search runs (no run.json): {', '.join(missing)}")
     rows = [cost(r) for r in args.runs]
+    raw = RAW_DIR / "search_cost.json"
+    if args.add and raw.is_file():
+        old = json.loads(raw.read_text())
+        new = {r["run"] for r in rows}
+        rows = [r for r in old.get("runs", []) if r["run"] not in new] + rows
+        if old.get("note") and args.note:
+            args.note = old["note"] + " " + args.note
+        args.note = args.note or old.get("note", "")
     info = machine()
-    save_raw("search_cost", {"machine": info, "command": command_line(), "runs": rows})
+    save_raw("search_cost", {"machine": info, "command": command_line(), "runs": rows, "note": args.note})
     md = [header("Search cost (issue 7)", info, command_line()), "",
           "Per run: distinct subnets scored, wall time of `nas-llm search` (model load and importance ranking excluded), "
           "cache hits = candidates the optimiser proposed again (answered from the run's table, not re-scored), and the "

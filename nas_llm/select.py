@@ -165,6 +165,7 @@ def _fmt(v: Any) -> str:
 def label(col: str) -> str:
     """A column name as people read it (unit, and whether it is an estimate)."""
     known = {"latency": "latency (ms)", "latency_lut": "latency (ms, lookup-table estimate)", "perplexity": "perplexity",
+             "perplexity_reformed": "perplexity after reformation",
              "ppl": "perplexity", "params_ratio": "decoder params ratio"}
     if col in known:
         return known[col]

@@ -3,14 +3,14 @@ from .base import OBJECTIVES, Constraint, Context, FunctionObjective, Objective,
 from .params import KVCacheBytes, Params, ParamsRatio, WeightBytes
 from .registry import Registry, import_path
 from .latency import Latency, LatencyResult, measure_interleaved, measure_latency
-from .perplexity import Perplexity, perplexity_of
+from .perplexity import Perplexity, ReformedPerplexity, perplexity_of
 from .predictors import (PREDICTORS, LatencyLUT, LatencyPredictor, LatencyRoofline, LookupTablePredictor,
                          PredictedLatency, RooflinePredictor, checked_predict, get_predictor)
 
 __all__ = [
     "OBJECTIVES", "Constraint", "Context", "FunctionObjective", "Objective", "checked_score", "get_objective",
     "KVCacheBytes", "Params", "ParamsRatio", "WeightBytes", "Registry", "import_path",
-    "Latency", "LatencyResult", "measure_interleaved", "measure_latency", "Perplexity", "perplexity_of",
+    "Latency", "LatencyResult", "measure_interleaved", "measure_latency", "Perplexity", "ReformedPerplexity", "perplexity_of",
     "PREDICTORS", "LatencyLUT", "LatencyPredictor", "LatencyRoofline", "LookupTablePredictor", "PredictedLatency",
     "RooflinePredictor", "checked_predict", "get_predictor",
 ]

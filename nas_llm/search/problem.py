@@ -45,7 +45,7 @@ class SearchProblem:
 
     def __init__(self, ctx: Context, objectives: Sequence[Any], constraints: Sequence[Any] = (),
                  screen_fidelity: float | None = None, worker: str | int = 0, journal: str | Path | None = None,
-                 log_objectives: Sequence[str] = ("perplexity",)):
+                 log_objectives: Sequence[str] = ("perplexity", "perplexity_reformed")):
         if objectives is None or len(objectives) == 0:
             raise ValueError("no objectives given; name at least one, e.g. --objectives perplexity,latency_lut")
         self.ctx = ctx
