@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timed calls per model per round")
     p.add_argument("--only", nargs="*", default=None, help="subset of group names (default: all)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: the other core stays free for the OS)")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     from nas_llm import load_model
     from objectives.latency import measure_interleaved
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     save_raw("latency-cpu-subnets", {"machine": info, "command": cmd, "settings": vars(args) | {"quality": str(args.quality)}, "rows": rows})
 
     md = [header("Latency on this CPU: every subnet of the quality table", info, f"flock /tmp/nasllm-heavy.lock {cmd}")]
-    md.append(f"fp32, batch 1, eager. Prefill: {args.prefill_len} tokens, last-position logits. Decode: one token after a "
+    md.append(f"fp32, batch 1, eager, {args.threads} torch thread(s). Prefill: {args.prefill_len} tokens, last-position logits. Decode: one token after a "
               f"{args.context}-token KV cache (ms per token). Median of {args.rounds} interleaved rounds (dense and all "
               f"subnets timed in turn each round); IQR over all timed calls. Speedup = dense median / subnet median; "
               f"ideal = 1 / decoder-param ratio (embeddings and LM head, 28M of 135M params, are not pruned, so the "

@@ -44,7 +44,7 @@ PROTOCOLS = {
     "main": dict(calib_samples=32, calib_seq=256, seq_len=2048, windows=4, datasets=["wikitext2-test", "ptb-test"]),
     "flap": dict(calib_samples=64, calib_seq=128, seq_len=128, windows=64, datasets=["wikitext2-test"]),
 }
-ZS_METHODS = ("dense", "flap", "ours")
+ZS_METHODS = ("dense", "flap", "wanda-sp+admm", "ours", "ours+admm")
 ZS_RATIO = 0.8
 
 
@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="search run folder for 'ours' (runs/NAME), or RATIO=RUN for one ratio (repeatable)")
     p.add_argument("--zeroshot", action="store_true", help=f"zero-shot at {int(ZS_RATIO * 100)}%% for {', '.join(ZS_METHODS)}")
     p.add_argument("--zeroshot-limit", type=int, default=200, help="items per zero-shot task (0 = all)")
+    p.add_argument("--zeroshot-methods", nargs="+", default=list(ZS_METHODS), choices=ZS_METHODS,
+                   help="rows that get zero-shot (default: all of them)")
     p.add_argument("--export-dir", type=Path, default=None, help="also export every subnet here")
     p.add_argument("--datasets", nargs="+", default=None,
                    help="evaluate new rows on this subset of the protocol's test sets only (faster; missing cells show —)")
@@ -270,11 +272,14 @@ def main(argv: list[str] | None = None) -> int:
         per = {float(k.partition("@")[2]): v["run"] for k, v in rows.items() if v.get("run") and "@" in k}
         common = max(set(per.values()), key=list(per.values()).count) if per else None
         run_args = ([common] if common else []) + [f"{r:g}={v}" for r, v in sorted(per.items(), reverse=True) if v != common]
-        zs = any(v.get("zeroshot") for v in rows.values())
+        zs_rows = {k.partition("@")[0]: v["zeroshot"] for k, v in rows.items() if v.get("zeroshot")}
+        zs = (f" --zeroshot --zeroshot-limit {next(iter(zs_rows.values())).get('limit') or 0}"
+              + (f" --zeroshot-methods {' '.join(m for m in ZS_METHODS if m in zs_rows)}" if set(zs_rows) != set(ZS_METHODS) else "")
+              if zs_rows else "")
         return (f"flock /tmp/nasllm-heavy.lock python benchmarks/quality.py --protocol {args.protocol}"
                 + (f" --windows {args.windows}" if args.windows else "") + " --methods " + " ".join(ms)
                 + (" --ratios " + " ".join(f"{r:g}" for r in rs) if rs and rs != list(RATIOS) else "")
-                + "".join(f" --run {a}" for a in run_args) + (f" --zeroshot --zeroshot-limit {args.zeroshot_limit}" if zs else ""))
+                + "".join(f" --run {a}" for a in run_args) + zs)
 
     if args.table_only:
         write_section(section, table(cache.data, args.protocol, cmd_doc()))
@@ -333,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.zeroshot:
         limit = args.zeroshot_limit or None
-        for m in ZS_METHODS:
+        for m in args.zeroshot_methods:
             key = row_key(m, None if m == "dense" else ZS_RATIO)
             row = cache.rows.get(key)
             if row is None:
@@ -344,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
             if m == "dense":
                 sub_model = model
             else:
-                sub_model, _ = build(m, ZS_RATIO, model, stats_fn, calib, space, run_for(args.run, ZS_RATIO))
+                # the run the perplexity row came from, so both describe the same subnet
+                run = Path(row["run"]) if row.get("run") else run_for(args.run, ZS_RATIO)
+                sub_model, _ = build(m, ZS_RATIO, model, stats_fn, calib, space, run)
             t0 = time.perf_counter()
             z = zeroshot(sub_model, tok, "all", limit=limit, batch_size=16)
             metric = {t: v[v["metric"]] for t, v in z.items()}

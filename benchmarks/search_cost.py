@@ -44,7 +44,8 @@ def table(rows: list[dict]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         w = r["wall_s"]
-        shares = [f"{100 * r['objective_s'][n] / w:.0f}%" if n in r["objective_s"] else "not recorded" for n in names]
+        shares = [f"{100 * r['objective_s'][n] / w:.0f}%" if n in r["objective_s"] else "—" if r["objective_s"] else "not recorded"
+                  for n in names]  # —: not an objective of that run
         other = f"{100 * (w - sum(r['objective_s'].values())) / w:.0f}%" if r["objective_s"] else "not recorded"
         cells = [f"`{r['run']}`", str(r["evaluations"]), f"{w / 60:.1f} min", f"{r['evaluations_per_min']:.1f}",
                  str(r["objective_calls"]), "not recorded" if r["cache_hits"] is None else str(r["cache_hits"]),
@@ -69,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(raw.read_text())
         new = {r["run"] for r in rows}
         rows = [r for r in old.get("runs", []) if r["run"] not in new] + rows
-        if old.get("note") and args.note:
-            args.note = old["note"] + " " + args.note
-        args.note = args.note or old.get("note", "")
+        args.note = args.note or old.get("note", "")  # a new --note replaces the old one (say what holds for all rows)
     info = machine()
     save_raw("search_cost", {"machine": info, "command": command_line(), "runs": rows, "note": args.note})
     md = [header("Search cost (issue 7)", info, command_line()), "",

@@ -10,6 +10,7 @@ import torch
 from nas_llm.masking import head_channels
 from nas_llm.reform import closed_form
 from objectives import Perplexity, ReformedPerplexity, get_objective
+from objectives.testing import ObjectiveTestSuite
 from test_perplexity import make_ctx, text_file  # noqa: F401  (same tiny context and calibration text fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,3 +122,13 @@ def test_search_cli_scores_reformed_ppl_off_the_reformation_windows():
     add_arguments(p)
     a = objective_args(p.parse_args(["--out", "x", "--calib-samples", "16", "--calib-seed", "3"]))["perplexity_reformed"]
     assert (a["reform_samples"], a["reform_seed"]) == (16, 3) and a["seed"] == 4
+
+
+class TestReformedPerplexityConformance(ObjectiveTestSuite):
+    @pytest.fixture
+    def objective(self, text_file):
+        return ReformedPerplexity(text_file, n_samples=2, seq_len=12, reform_samples=4, reform_seq_len=16)
+
+    @pytest.fixture
+    def context(self):
+        return make_ctx()
