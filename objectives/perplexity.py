@@ -76,6 +76,16 @@ def _patched(model: nn.Module, plan: Plan, start: int, first: int, inject: dict,
     swapped: list[tuple[nn.Module, str, nn.Linear]] = []
     handles = []
 
+    def cut_inputs(i: int, role: str, lin: nn.Linear, cols: list[int]) -> nn.Linear:
+        """``lin`` with only ``cols`` as inputs: the given replacement weight, else the selected columns."""
+        if (i, role) not in weights:
+            return _sliced_linear(lin, cols=cols)
+        new = nn.Linear(len(cols), lin.out_features, bias=lin.bias is not None, device="meta", dtype=lin.weight.dtype)
+        new.weight = nn.Parameter(weights[(i, role)], requires_grad=False)
+        if lin.bias is not None:  # input cuts leave the output bias as it is
+            new.bias = lin.bias
+        return new
+
     def identity(hidden_states, *args, **kwargs):
         return hidden_states
 
@@ -99,17 +109,13 @@ def _patched(model: nn.Module, plan: Plan, start: int, first: int, inject: dict,
             if len(lp.kv_groups) < dims.num_kv_heads:
                 q, kv = head_channels(lp.kv_groups, dims), kv_channels(lp.kv_groups, dims)
                 for role, new in (("q", _sliced_linear(lin["q"], rows=q)), ("k", _sliced_linear(lin["k"], rows=kv)),
-                                  ("v", _sliced_linear(lin["v"], rows=kv)), ("o", _sliced_linear(lin["o"], cols=q))):
-                    if (i, role) in weights:
-                        new.weight.data = weights[(i, role)]
+                                  ("v", _sliced_linear(lin["v"], rows=kv)), ("o", cut_inputs(i, "o", lin["o"], q))):
                     swapped.append((layer, role, lin[role]))
                     fam.set_linear(layer, role, new)
             if len(lp.neurons) < dims.intermediate:
                 nr = list(lp.neurons)
                 for role, new in (("gate", _sliced_linear(mlp["gate"], rows=nr)), ("up", _sliced_linear(mlp["up"], rows=nr)),
-                                  ("down", _sliced_linear(mlp["down"], cols=nr))):
-                    if (i, role) in weights:
-                        new.weight.data = weights[(i, role)]
+                                  ("down", cut_inputs(i, "down", mlp["down"], nr))):
                     swapped.append((layer, role, mlp[role]))
                     fam.set_linear(layer, role, new)
         yield
@@ -203,7 +209,7 @@ class Perplexity(Objective):
         return new
 
     def _key(self, ctx: Context) -> tuple:
-        return ("perplexity", id(ctx.model), self.source, self.n_samples, self.seq_len, self.seed)
+        return (self.name, id(ctx.model), self.source, self.n_samples, self.seq_len, self.seed)
 
     def ids(self, ctx: Context) -> torch.Tensor:
         from nas_llm.data import calibration_batch
@@ -283,6 +289,13 @@ def dense_grams(model: nn.Module, ids: torch.Tensor, batch_size: int = 8, progre
     return {(i, role): st.H[role] for i, st in enumerate(stats) for role in ("o", "down")}
 
 
+def _refit_map(model: nn.Module, layer: int, role: str) -> nn.Linear:
+    """The ``o_proj`` (``role="o"``) or ``down_proj`` (``"down"``) of decoder layer ``layer``."""
+    fam = get_family(model)
+    lay = fam.decoder_layers(model)[layer]
+    return fam.attn_linears(lay)["o"] if role == "o" else fam.mlp_linears(lay)["down"]
+
+
 @OBJECTIVES.register("perplexity_reformed")
 class ReformedPerplexity(Perplexity):
     """Calibration perplexity *after* least-squares reformation of the cut maps (minimize).
@@ -321,8 +334,7 @@ class ReformedPerplexity(Perplexity):
         self.weight_cache_mb = weight_cache_mb
 
     def _key(self, ctx: Context) -> tuple:
-        return ("perplexity_reformed", id(ctx.model), self.source, self.n_samples, self.seq_len, self.seed,
-                self.reform_samples, self.reform_seq_len, self.reform_seed, self.damp)
+        return super()._key(ctx) + (self.reform_samples, self.reform_seq_len, self.reform_seed, self.damp)
 
     def grams(self, ctx: Context) -> dict[tuple[int, str], torch.Tensor]:
         from nas_llm.data import calibration_batch
@@ -351,10 +363,7 @@ class ReformedPerplexity(Perplexity):
         key = (layer, role, tuple(kept))
         w = cache.get(key)
         if w is None:
-            fam = get_family(ctx.model)
-            lay = fam.decoder_layers(ctx.model)[layer]
-            lin = fam.attn_linears(lay)["o"] if role == "o" else fam.mlp_linears(lay)["down"]
-            W = lin.weight.detach()
+            W = _refit_map(ctx.model, layer, role).weight.detach()
             idx = torch.as_tensor(kept, device=W.device)
             w = closed_form(W, self.grams(ctx)[(layer, role)], kept, damp=self.damp).index_select(1, idx).contiguous()
             cache.put(key, w)
@@ -380,12 +389,9 @@ class ReformedPerplexity(Perplexity):
 
         plan = ctx.plan(subnet)
         small = ctx.sliced(subnet)
-        fam = get_family(small)
         kept_layers = [i for i, lp in enumerate(plan.layers) if lp.keep]
         for (i, role), w in self.weights_for(plan, 0, ctx).items():
-            lay = fam.decoder_layers(small)[kept_layers.index(i)]
-            lin = fam.attn_linears(lay)["o"] if role == "o" else fam.mlp_linears(lay)["down"]
-            lin.weight.data.copy_(w)
+            _refit_map(small, kept_layers.index(i), role).weight.data.copy_(w)
         total, count = nll_sum(small, self.ids(ctx)[: self.rows], self.batch_size)
         return math.exp(total / count)
 
