@@ -6,7 +6,8 @@ For each kept layer and each map whose *input* channels were cut (``o_proj`` aft
     min_W' ||W' X - W X||_F^2   s.t.  W'[:, cut] = 0,
 
 with X the map's dense input (all channels) on calibration data. Only ``H = X X^T`` is needed.
-Two solvers share one interface ``(W, H, kept) -> W'`` and work in float64:
+Two solvers (in :mod:`nas_llm.solvers`, re-exported here) share one interface ``(W, H, kept) -> W'``
+and work in float64:
 
 - :func:`admm` -- the paper's Theorem 3.1 iteration (rho, a fixed number of iterations);
 - :func:`closed_form` -- the exact least-squares answer, reference and fast path.
@@ -30,7 +31,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -40,14 +41,10 @@ from search_spaces import Plan, get_family
 
 from .masking import check_plan, head_channels
 from .slicing import mark_nonstock, slice_model
+from .solvers import (DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, admm, bias_shift, closed_form,  # noqa: F401 (re-exported)
+                      reconstruction_error, solve)
 
 METHODS = ("admm", "exact", "bias", "none")
-DEFAULT_DAMP = 0.01  # added to diag(H / mean(diag H)); the same relative damping as nas_llm.importance
-# ADMM penalty in units of the Jacobi-scaled H (unit diagonal). Measured on SmolLM2 o/down maps (layers 0/10/29,
-# 40% of channels cut, 16 x 256 tokens): after 30 iterations the reconstruction error is within 0.1-1.2% of the
-# exact optimum with rho = 0.1 and within 0.1-11% with rho = 1; without the scaling, 2-44%.
-DEFAULT_RHO = 0.1
-DEFAULT_ITERS = 30
 CPU_CALIBRATION = (64, 256)  # (n_samples, seq_len): ~16k tokens, ~1-3 min per SmolLM2-135M subnet on 2 cores
 GPU_CALIBRATION = (128, 2048)  # the paper's setting
 
@@ -59,141 +56,6 @@ class _Stop(Exception):
 def default_calibration(device: str | torch.device = "cpu") -> tuple[int, int]:
     """(n_samples, seq_len) for reformation on this device."""
     return GPU_CALIBRATION if torch.device(device).type == "cuda" else CPU_CALIBRATION
-
-
-# -- solvers -----------------------------------------------------------------------------------
-
-
-def _prepare(W: torch.Tensor, H: torch.Tensor, kept: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """float64 W, H scaled to mean diagonal 1, and a 0/1 mask of kept input columns; validates shapes."""
-    if W.dim() != 2 or H.dim() != 2 or H.shape[0] != H.shape[1] or H.shape[0] != W.shape[1]:
-        raise ValueError(f"need W [out, in] and H [in, in]; got W {tuple(W.shape)}, H {tuple(H.shape)}")
-    n = W.shape[1]
-    idx = torch.as_tensor(list(kept), dtype=torch.long)
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        raise ValueError(f"kept column indices must lie in [0, {n - 1}], got {int(idx.min())}..{int(idx.max())}")
-    keep = torch.zeros(n, dtype=torch.float64, device=W.device)
-    keep[idx.to(W.device)] = 1
-    W64, H64 = W.detach().double(), H.detach().double().to(W.device)
-    if not torch.isfinite(H64).all():
-        raise ValueError("H = X X^T has non-finite entries; the calibration activations overflowed (try float32 or a smaller model dtype)")
-    H64 = (H64 + H64.T) / 2
-    scale = torch.diagonal(H64).mean()
-    if not scale > 0:  # all-zero inputs: nothing to fit, any damped solve returns W
-        scale = torch.ones((), dtype=torch.float64, device=W.device)
-    return W64, H64 / scale, keep
-
-
-def _cholesky(A: torch.Tensor, what: str) -> torch.Tensor:
-    """Cholesky factor of a (damped) Gram matrix, adding diagonal jitter if round-off made it indefinite."""
-    jitter = 0.0
-    eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-    for _ in range(8):
-        L, info = torch.linalg.cholesky_ex(A + jitter * eye)
-        if int(info) == 0:
-            if jitter:
-                warnings.warn(f"{what}: Gram matrix not positive definite, added {jitter:g} to its diagonal", RuntimeWarning, stacklevel=3)
-            return L
-        jitter = 1e-6 if jitter == 0 else jitter * 10
-    raise ValueError(f"{what}: Gram matrix is not positive definite even with jitter {jitter:g}")
-
-
-def _finite_or_masked(Wn: torch.Tensor, W64: torch.Tensor, keep: torch.Tensor, what: str) -> torch.Tensor:
-    if torch.isfinite(Wn).all():
-        return Wn
-    warnings.warn(f"{what} produced non-finite weights; falling back to the unreformed (masked) weights", RuntimeWarning, stacklevel=3)
-    return W64 * keep
-
-
-def closed_form(W: torch.Tensor, H: torch.Tensor, kept: Sequence[int], damp: float = DEFAULT_DAMP) -> torch.Tensor:
-    """Exact least squares: W'_K = W Hd[:, K] Hd[K, K]^-1, W'_cut = 0, Hd = H/mean(diag H) + damp I.
-
-    Returned in ``W``'s dtype; cut columns are exactly zero.
-    """
-    W64, Hn, keep = _prepare(W, H, kept)
-    K = keep.nonzero().flatten()
-    out = torch.zeros_like(W64)
-    if K.numel():
-        Hd = Hn + damp * torch.eye(Hn.shape[0], dtype=Hn.dtype, device=Hn.device)
-        L = _cholesky(Hd[K][:, K], "closed_form")
-        # W'_K^T = Hd[K,K]^-1 Hd[K,:] W^T = W_K^T + Hd[K,K]^-1 Hd[K,C] W_C^T  (Hd symmetric, C = cut):
-        # the second form multiplies by the cut columns only (a few times cheaper when few are cut)
-        C = (keep == 0).nonzero().flatten()
-        out[:, K] = W64[:, K] + torch.cholesky_solve(Hd[K][:, C] @ W64[:, C].T, L).T
-    return _finite_or_masked(out, W64, keep, "closed_form").to(W.dtype)
-
-
-def admm(W: torch.Tensor, H: torch.Tensor, kept: Sequence[int], rho: float = DEFAULT_RHO, iters: int = DEFAULT_ITERS,
-         damp: float = DEFAULT_DAMP, precondition: bool = True, history: list[float] | None = None) -> torch.Tensor:
-    """ADMM for the same problem (the paper's Theorem 3.1), on the damped, scaled H.
-
-        W'^T = (Hd + rho I)^-1 (Hd W^T + rho (Z - U)^T);  Z = P_kept(W' + U);  U += W' - Z
-
-    starting from W' = Z = W, U = 0. ``Z`` is returned, so the cut columns are exactly zero.
-
-    The projection is onto the *kept* columns: Z is the copy of W' that must satisfy the
-    constraint W'[:, cut] = 0, so P keeps the kept columns and zeroes the cut ones. The paper's
-    Eq. 8 (and its released code) project onto the *pruned* set instead; then Z lives on the removed
-    channels, the consensus W' = Z forces the *kept* weights to zero, and the result uses exactly the
-    channels that the slicing throws away -- after slicing, the model would get an all-zero map.
-
-    Scaling: the paper's rho = 1 on the raw X X^T of an LLM layer (diagonal ~1e1..1e6, differing by
-    channel) barely moves W' in 30 iterations. With ``precondition`` (default) the problem is solved for
-    V = W' D^1/2 with Hs = D^-1/2 Hd D^-1/2, D = diag(Hd): the same problem with the same zero pattern
-    (columns are only rescaled), but unit diagonal, so one ``rho`` (default 0.1) suits every layer; without
-    it, H is only scaled by its mean diagonal. ``history`` (if given) receives the relative change
-    ||Z_k - Z_{k-1}|| / ||Z_k|| per iteration.
-    """
-    if rho <= 0 or iters < 1:
-        raise ValueError(f"ADMM needs rho > 0 and iters >= 1, got rho={rho}, iters={iters}")
-    W64, Hn, keep = _prepare(W, H, kept)
-    n = Hn.shape[0]
-    eye = torch.eye(n, dtype=Hn.dtype, device=Hn.device)
-    Hd = Hn + damp * eye
-    d = torch.ones(n, dtype=Hn.dtype, device=Hn.device)
-    if precondition:  # V = W' D^1/2, Hs = D^-1/2 Hd D^-1/2: same problem, same zero pattern, unit diagonal
-        d = torch.diagonal(Hd).sqrt()
-        Hd = Hd / d[:, None] / d[None, :]
-    # (Hd + rho I)^-1 explicitly: its eigenvalues are >= rho, so it is well conditioned, and each
-    # iteration is then one GEMM instead of two triangular solves
-    Minv = torch.cholesky_inverse(_cholesky(Hd + rho * eye, "admm"))
-    Vt = W64.T * d[:, None]  # [in, out]: work transposed
-    C = Minv @ (Hd @ Vt)  # constant over the iterations
-    rMinv = rho * Minv
-    Zt, Ut = Vt.clone(), torch.zeros_like(Vt)
-    mask = keep[:, None]
-    for _ in range(iters):
-        Wt = C + rMinv @ (Zt - Ut)
-        Z_new = (Wt + Ut) * mask  # projection onto {W : W[:, cut] = 0}
-        Ut = Ut + Wt - Z_new
-        if history is not None:
-            history.append(float(torch.linalg.norm(Z_new - Zt) / torch.linalg.norm(Z_new).clamp_min(1e-300)))
-        Zt = Z_new
-    return _finite_or_masked((Zt / d[:, None]).T.contiguous(), W64, keep, "admm").to(W.dtype)
-
-
-def bias_shift(W: torch.Tensor, mean_x: torch.Tensor, kept: Sequence[int]) -> torch.Tensor:
-    """FLAP's bias compensation: W[:, cut] @ mean(X[cut]), the mean contribution of the cut channels."""
-    keep = torch.zeros(W.shape[1], dtype=torch.bool, device=W.device)
-    keep[torch.as_tensor(list(kept), dtype=torch.long, device=W.device)] = True
-    W64 = W.detach().double()
-    return (W64[:, ~keep] @ mean_x.double().to(W.device)[~keep]).to(W.dtype)
-
-
-def reconstruction_error(W_new: torch.Tensor, W: torch.Tensor, H: torch.Tensor) -> float:
-    """||W' X - W X||_F^2 = tr((W'-W) H (W'-W)^T), from H alone."""
-    D = (W_new.double() - W.double())
-    return float(torch.einsum("oi,ij,oj->", D, H.double(), D))
-
-
-def solve(method: str, W: torch.Tensor, H: torch.Tensor, kept: Sequence[int], *, rho: float = DEFAULT_RHO,
-          iters: int = DEFAULT_ITERS, damp: float = DEFAULT_DAMP) -> torch.Tensor:
-    """Dispatch to :func:`admm` or :func:`closed_form` (``"exact"``)."""
-    if method == "admm":
-        return admm(W, H, kept, rho=rho, iters=iters, damp=damp)
-    if method == "exact":
-        return closed_form(W, H, kept, damp=damp)
-    raise ValueError(f"solve() takes 'admm' or 'exact', got {method!r}")
 
 
 # -- sequential collection ------------------------------------------------------------------

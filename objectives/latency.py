@@ -8,7 +8,12 @@ because eager decode of a large model on a GPU is bound by kernel launches, not 
 
 CPU timings drift by +-15 % between back-to-back runs on a shared machine, so
 :func:`measure_interleaved` measures several models in rounds (A B A B ...) and reports the
-median of the round medians and their spread; comparisons should use it.
+median of the round values and their spread; comparisons should use it. Each round's value is
+the median block time (``stat="median"``) or the fastest block (``stat="min"``): a VM's stolen
+time only ever adds to a block, so the fastest block ignores slow outlier blocks (``timeit``'s
+advice) at the price of reading the best case rather than the typical one. Neither removes a
+drift of the whole machine between calls; on our 2-core VM "min" made lookup tables markedly
+more accurate (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -26,13 +31,19 @@ from search_spaces import Subnet
 from .base import OBJECTIVES, Context, Objective
 
 MODES = ("prefill", "decode")
+STATS = ("median", "min")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
 
 @dataclass
 class LatencyResult:
-    """One latency number with its noise. ``median_s`` is per call (prefill) or per token (decode)."""
+    """One latency number with its noise. ``median_s`` is per call (prefill) or per token (decode).
+
+    ``median_s`` is the median over rounds of each round's ``stat`` (its median block, or its
+    fastest block); ``round_medians_s`` holds those per-round values, ``round_fastest_s`` each
+    round's fastest block whatever ``stat`` is, ``iqr_s`` the IQR of all blocks.
+    """
 
     median_s: float
     iqr_s: float
@@ -43,6 +54,8 @@ class LatencyResult:
     device: str
     compiled: bool = False
     round_medians_s: list[float] = field(default_factory=list)
+    stat: str = "median"
+    round_fastest_s: list[float] = field(default_factory=list)
 
     @property
     def median_ms(self) -> float:
@@ -59,6 +72,7 @@ class LatencyResult:
 
     def __str__(self) -> str:
         tag = f"{self.mode}{' compiled' if self.compiled else ''} b{self.batch} s{self.seq_len} {self.device}"
+        tag += "" if self.stat == "median" else f" {self.stat}"
         return f"{self.median_s * 1e3:.3f} ms (IQR {self.iqr_s * 1e3:.3f} ms, n={self.n_runs}) [{tag}]"
 
 
@@ -87,11 +101,18 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
-def _check(mode: str, batch: int, seq_len: int) -> None:
+def _check(mode: str, batch: int, seq_len: int, stat: str = "median") -> None:
     if mode not in MODES:
         raise ValueError(f"latency mode {mode!r} is not supported; use 'prefill' or 'decode'")
     if batch < 1 or seq_len < 1:
         raise ValueError(f"batch and seq_len must be >= 1, got batch={batch}, seq_len={seq_len}")
+    if stat not in STATS:
+        raise ValueError(f"latency stat {stat!r} is not supported; use 'median' (typical block) or 'min' (fastest block)")
+
+
+def round_value(m: Any, stat: str = "median") -> float:
+    """One round's value from a ``torch.utils.benchmark`` Measurement: its median or its fastest block."""
+    return float(m.median) if stat == "median" else float(min(m.times))
 
 
 def _device_name(dev: torch.device) -> str:
@@ -195,30 +216,31 @@ def _iqr(times: list[float]) -> float:
 def measure_latency(model: nn.Module, mode: str = "prefill", batch: int = 1, seq_len: int = 128,
                     device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                     compiled: bool = False, min_run_time: float = 0.2, warmup: int = 2, rounds: int = 1,
-                    body_only: bool = False) -> LatencyResult:
+                    body_only: bool = False, stat: str = "median") -> LatencyResult:
     """Time one already-built (e.g. sliced) model. Moves it (in place, like ``.to``) to ``device``/``dtype`` if given.
 
-    ``rounds`` > 1 repeats the measurement and reports the median of the round medians.
+    ``rounds`` > 1 repeats the measurement and reports the median of the round values (``stat``).
     """
-    _check(mode, batch, seq_len)
+    _check(mode, batch, seq_len, stat)
     dev = resolve_device(device, model)
     dt = resolve_dtype(dtype)
     if dt is not None or device is not None:
         model = model.to(device=dev, dtype=dt)
     fn = make_runner(model, mode, batch, seq_len, compiled=compiled, body_only=body_only)
-    meds, times = [], []
+    meds, times, fastest = [], [], []
     for _ in range(max(1, rounds)):
         m = time_runner(fn, min_run_time, warmup)
-        meds.append(m.median)
+        meds.append(round_value(m, stat))
+        fastest.append(round_value(m, "min"))
         times += list(m.times)
     return LatencyResult(statistics.median(meds), _iqr(times), len(times), mode, batch, seq_len,
-                         _device_name(dev), compiled, meds)
+                         _device_name(dev), compiled, meds, stat, fastest)
 
 
 def measure_interleaved(builders: Mapping[str, Callable[[], nn.Module]], mode: str = "prefill", batch: int = 1,
                         seq_len: int = 128, rounds: int = 3, min_run_time: float = 0.2, warmup: int = 2,
                         compiled: bool = False, body_only: bool | Mapping[str, bool] = False,
-                        progress: bool = True) -> dict[str, LatencyResult]:
+                        progress: bool = True, stat: str = "median") -> dict[str, LatencyResult]:
     """Measure several models in rounds (A B C A B C ...), so slow drifts hit all of them alike.
 
     ``body_only`` may be a mapping name -> bool to time some models without their LM head.
@@ -226,9 +248,10 @@ def measure_interleaved(builders: Mapping[str, Callable[[], nn.Module]], mode: s
     ``builders`` map a name to a function building the model (e.g. slicing a subnet); a model is
     built, timed and dropped in each round, so only one extra model is in memory at a time.
     """
-    _check(mode, batch, seq_len)
+    _check(mode, batch, seq_len, stat)
     meds: dict[str, list[float]] = {k: [] for k in builders}
     times: dict[str, list[float]] = {k: [] for k in builders}
+    fastest: dict[str, list[float]] = {k: [] for k in builders}
     dev_name = ""
     from tqdm.auto import tqdm
 
@@ -240,13 +263,14 @@ def measure_interleaved(builders: Mapping[str, Callable[[], nn.Module]], mode: s
             bo = body_only.get(name, False) if isinstance(body_only, Mapping) else body_only
             fn = make_runner(model, mode, batch, seq_len, compiled=compiled, body_only=bo)
             m = time_runner(fn, min_run_time, warmup)
-            meds[name].append(m.median)
+            meds[name].append(round_value(m, stat))
+            fastest[name].append(round_value(m, "min"))
             times[name] += list(m.times)
             del fn, model
             bar.update(1)
     bar.close()
     return {k: LatencyResult(statistics.median(meds[k]), _iqr(times[k]), len(times[k]), mode, batch, seq_len,
-                             dev_name, compiled, meds[k]) for k in builders}
+                             dev_name, compiled, meds[k], stat, fastest[k]) for k in builders}
 
 
 # -- the objective ------------------------------------------------------------------------------
@@ -255,25 +279,27 @@ class Latency(Objective):
     """Measured latency of the physically sliced subnet, in ms (minimize).
 
     Each score slices the dense model (``ctx.sliced``), moves the copy to ``device``/``dtype`` and
-    times it; ``rounds`` > 1 repeats the timing and takes the median of the round medians.
+    times it; ``rounds`` > 1 repeats the timing and takes the median of the round values.
+    ``stat="min"`` takes each round's fastest block instead of its median (steadier on a noisy VM).
     """
 
     name, unit, direction = "latency", "ms", "minimize"
 
     def __init__(self, device: str = "cpu", mode: str = "prefill", batch: int = 1, seq_len: int = 128,
-                 dtype: str | None = None, compiled: bool = False, min_run_time: float = 0.2, rounds: int = 1):
-        _check(mode, batch, seq_len)
+                 dtype: str | None = None, compiled: bool = False, min_run_time: float = 0.2, rounds: int = 1,
+                 stat: str = "median"):
+        _check(mode, batch, seq_len, stat)
         self.device = str(resolve_device(device))
         self.dtype = dtype
         resolve_dtype(dtype)
         self.mode, self.batch, self.seq_len, self.compiled = mode, batch, seq_len, compiled
-        self.min_run_time, self.rounds = min_run_time, rounds
+        self.min_run_time, self.rounds, self.stat = min_run_time, rounds, stat
 
     def measure(self, subnet: Subnet, ctx: Context) -> LatencyResult:
         model = ctx.sliced(subnet)
         try:
             return measure_latency(model, self.mode, self.batch, self.seq_len, self.device, self.dtype,
-                                   self.compiled, self.min_run_time, rounds=self.rounds)
+                                   self.compiled, self.min_run_time, rounds=self.rounds, stat=self.stat)
         finally:
             del model
 

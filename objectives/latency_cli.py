@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--seq-len", type=int, default=128, help="prefill length / decode prompt length")
         p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median is reported")
         p.add_argument("--min-run-time", type=float, default=0.2, help="seconds per blocked_autorange")
+        p.add_argument("--stat", default="median", choices=["median", "min"],
+                       help="each round's value: its median block, or its fastest block (steadier on a noisy VM)")
         p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
         p.add_argument("--ranking", default=None, help="ranking.json that resolves subnets (default: identity order)")
         p.add_argument("--granularity", type=int, default=64)
@@ -104,7 +106,8 @@ def measure(args) -> int:
     out = {"subnet": subnet.to_dict(), "params_ratio": space.ratio(subnet), "results": {}}
     for mode in _modes(args):
         r = measure_latency(m, mode, args.batch if mode == "prefill" else 1, args.seq_len,
-                            compiled=args.compiled, min_run_time=args.min_run_time, rounds=args.rounds)
+                            compiled=args.compiled, min_run_time=args.min_run_time, rounds=args.rounds,
+                            stat=args.stat)
         out["results"][mode] = r.to_dict()
         print(f"{mode:8s} {r}  spread of {len(r.round_medians_s)} rounds {r.spread * 100:.1f} %")
     _write(args.json, out)
@@ -119,7 +122,7 @@ def validate(args) -> int:
     model, space, rank = _setup(args)
     rng = np.random.default_rng(args.seed)
     subs = [sample_spread(space, rng) if args.sampler == "spread" else space.sample(rng, 0.1) for _ in range(args.n)]
-    out = {"n": args.n, "sampler": args.sampler, "ratios": [space.ratio(s) for s in subs], "modes": {}}
+    out = {"n": args.n, "sampler": args.sampler, "stat": args.stat, "ratios": [space.ratio(s) for s in subs], "modes": {}}
     for mode in _modes(args):
         batch = args.batch if mode == "prefill" else 1
         preds = {}
@@ -131,12 +134,12 @@ def validate(args) -> int:
             if obj in (LookupTablePredictor, RooflinePredictor):
                 kw = dict(mode=mode, batch=batch, seq_len=args.seq_len, device=args.device, dtype=args.dtype)
                 if obj is LookupTablePredictor:
-                    kw["granularity"] = args.granularity
+                    kw.update(granularity=args.granularity, stat=args.stat)
             p = get_predictor(spec, **kw)
             p.setup(model)
             preds[spec] = p
         r = validate_predictors(model, preds, subs, rank, mode, batch, args.seq_len, rounds=args.rounds,
-                                min_run_time=args.min_run_time)
+                                min_run_time=args.min_run_time, stat=args.stat)
         out["modes"][mode] = r
         print(f"\n{mode}: {args.n} subnets, measured {min(r['measured_s']) * 1e3:.2f}-{max(r['measured_s']) * 1e3:.2f} ms")
         print(f"{'predictor':30s} {'Spearman':>9s} {'MAPE %':>8s}")

@@ -304,7 +304,7 @@ class ReformedPerplexity(Perplexity):
     widths, so ranking subnets by their *un-reformed* perplexity picks ones that lose once reformed
     (measured on SmolLM2: the search's 80% pick beat uniform Wanda-sp before reformation and lost to it
     after). Here each kept ``o_proj``/``down_proj`` with cut inputs gets the exact least-squares weights
-    ``W'_K = W Hd[:, K] Hd[K, K]^-1`` (``nas_llm.reform.closed_form``) with ``H = X X^T`` of the *dense*
+    ``W'_K = W Hd[:, K] Hd[K, K]^-1`` (``nas_llm.solvers.closed_form``) with ``H = X X^T`` of the *dense*
     model's inputs on the reformation windows -- the final reformation minus its sequential part, so
     a map's reformed weights depend only on its own kept channels and are cached per
     (layer, map, kept channels): the optimiser proposes the same per-layer widths again and again.
@@ -325,7 +325,7 @@ class ReformedPerplexity(Perplexity):
         if (reform_samples, reform_seq_len, reform_seed) == (n_samples, seq_len, seed):
             raise ValueError("the scored windows equal the reformation windows (same samples, length and seed); "
                              "give the perplexity a different seed, e.g. seed=reform_seed + 1")
-        from nas_llm.reform import DEFAULT_DAMP
+        from nas_llm.solvers import DEFAULT_DAMP
 
         self.reform_samples, self.reform_seq_len, self.reform_seed = reform_samples, reform_seq_len, reform_seed
         self.damp = DEFAULT_DAMP if damp is None else float(damp)
@@ -357,7 +357,7 @@ class ReformedPerplexity(Perplexity):
 
     def reformed(self, ctx: Context, layer: int, role: str, kept: list[int]) -> torch.Tensor:
         """Reformed weight of one map, already cut to ``kept`` columns (cached)."""
-        from nas_llm.reform import closed_form
+        from nas_llm.solvers import closed_form
 
         cache = self._weights(ctx)
         key = (layer, role, tuple(kept))

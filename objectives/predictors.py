@@ -168,8 +168,9 @@ class LookupTablePredictor(LatencyPredictor):
     def __init__(self, mode: str = "prefill", batch: int = 1, seq_len: int = 128, device: str | None = None,
                  dtype: str | None = None, compiled: bool = False, granularity: int = 64, probe_layers: int = 4,
                  neuron_stride: int = 1, rounds: int = 3, min_run_time: float = 0.1,
-                 cache_dir: str | os.PathLike | None = None, refresh: bool = False, progress: bool = True):
-        _check(mode, batch, seq_len)
+                 cache_dir: str | os.PathLike | None = None, refresh: bool = False, progress: bool = True,
+                 stat: str = "median"):
+        _check(mode, batch, seq_len, stat)
         if probe_layers < 2:
             raise ValueError(f"probe_layers must be >= 2 (layer time is the difference of 2 probes), got {probe_layers}")
         if neuron_stride < 1:
@@ -178,7 +179,7 @@ class LookupTablePredictor(LatencyPredictor):
         self.mode, self.batch, self.seq_len, self.device, self.dtype = mode, batch, seq_len, device, dtype
         self.compiled, self.granularity, self.probe_layers = compiled, granularity, probe_layers
         self.neuron_stride, self.rounds, self.min_run_time = neuron_stride, rounds, min_run_time
-        self.cache_dir, self.refresh, self.progress = cache_dir, refresh, progress
+        self.cache_dir, self.refresh, self.progress, self.stat = cache_dir, refresh, progress, stat
         self.table: dict | None = None
         self.path: Path | None = None
         self.measured = False  # True when setup() measured instead of loading the cache
@@ -197,6 +198,7 @@ class LookupTablePredictor(LatencyPredictor):
             "attn_implementation": getattr(model.config, "_attn_implementation", None),
             "probe_layers": self.probe_layers, "neuron_stride": self.neuron_stride,
             "torch": torch.__version__, "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            **({} if self.stat == "median" else {"stat": self.stat}),  # median tables keep their old key
         }
 
     def setup(self, model: nn.Module) -> None:
@@ -240,7 +242,7 @@ class LookupTablePredictor(LatencyPredictor):
         for n in points[:-1]:
             builders[f"m{n}"] = sliced(G, n)
         kw = dict(mode=self.mode, batch=self.batch, seq_len=self.seq_len, rounds=self.rounds,
-                  min_run_time=self.min_run_time, compiled=self.compiled, progress=self.progress)
+                  min_run_time=self.min_run_time, compiled=self.compiled, progress=self.progress, stat=self.stat)
         body = {name: True for name in builders}
         builders["full"], body["full"] = (lambda: target), False
         odd = list(range(1, L, 2))
@@ -430,8 +432,13 @@ def sample_spread(space: SubnetSpace, rng: np.random.Generator) -> Subnet:
 
 def validate_predictors(model: nn.Module, predictors: dict[str, LatencyPredictor], subnets: list[Subnet],
                         ranking: Ranking | None = None, mode: str = "prefill", batch: int = 1, seq_len: int = 128,
-                        rounds: int = 2, min_run_time: float = 0.2, progress: bool = True) -> dict:
-    """Measure ``subnets`` (sliced, interleaved rounds) and score each (set-up) predictor: Spearman, MAPE."""
+                        rounds: int = 2, min_run_time: float = 0.2, progress: bool = True,
+                        stat: str = "median") -> dict:
+    """Measure ``subnets`` (sliced, interleaved rounds) and score each (set-up) predictor: Spearman, MAPE.
+
+    ``stat`` is the per-round statistic of the measurement (see :func:`objectives.latency.measure_interleaved`);
+    compare a table built with the same one.
+    """
     from nas_llm.slicing import slice_model
 
     from .latency import mape, spearman
@@ -439,7 +446,8 @@ def validate_predictors(model: nn.Module, predictors: dict[str, LatencyPredictor
     d = get_family(model).dims(model.config)
     rank = ranking or Ranking.identity(d.num_layers, d.num_kv_heads, d.intermediate)
     builders = {f"s{i}": (lambda s=s: slice_model(model, rank.resolve(s))) for i, s in enumerate(subnets)}
-    meas = measure_interleaved(builders, mode, batch, seq_len, rounds=rounds, min_run_time=min_run_time, progress=progress)
+    meas = measure_interleaved(builders, mode, batch, seq_len, rounds=rounds, min_run_time=min_run_time,
+                               progress=progress, stat=stat)
     m = [meas[f"s{i}"].median_s for i in range(len(subnets))]
     out: dict = {"measured_s": m, "iqr_s": [meas[f"s{i}"].iqr_s for i in range(len(subnets))], "predictors": {}}
     for name, p in predictors.items():

@@ -42,6 +42,43 @@ def test_spread_is_range_over_median():
     assert LatencyResult(1.0, 0.0, 1, "prefill", 1, 8, "cpu", round_medians_s=[1.0]).spread == 0
 
 
+def test_round_value_is_the_median_or_the_fastest_block():
+    from types import SimpleNamespace
+
+    from objectives.latency import round_value
+
+    m = SimpleNamespace(median=3.0, times=[5.0, 2.0, 3.0, 9.0])
+    assert round_value(m) == 3.0 and round_value(m, "median") == 3.0 and round_value(m, "min") == 2.0
+
+
+def test_stat_min_reports_each_rounds_fastest_block(model, monkeypatch):
+    """With ``stat="min"`` every round value is that round's fastest block (and never above its median)."""
+    import objectives.latency as lat
+
+    seen = []
+    real = lat.time_runner
+
+    def spy(*a, **k):
+        m = real(*a, **k)
+        seen.append(m)
+        return m
+
+    monkeypatch.setattr(lat, "time_runner", spy)
+    r = measure_latency(model, seq_len=8, rounds=3, stat="min", **FAST)
+    assert r.stat == "min" and r.round_medians_s == [min(m.times) for m in seen] == r.round_fastest_s
+    assert all(v <= m.median for v, m in zip(r.round_medians_s, seen)) and "min" in str(r)
+    seen.clear()
+    res = measure_interleaved({"a": lambda: model}, seq_len=8, rounds=2, progress=False, stat="min", **FAST)
+    assert res["a"].round_medians_s == [min(m.times) for m in seen]
+    seen.clear()
+    r = measure_latency(model, seq_len=8, rounds=2, **FAST)  # the default keeps the fastest blocks too
+    assert r.round_medians_s == [m.median for m in seen] and r.round_fastest_s == [min(m.times) for m in seen]
+    with pytest.raises(ValueError, match="'mean'.*'median'.*'min'"):
+        measure_latency(model, seq_len=8, stat="mean")
+    with pytest.raises(ValueError, match="'mean'"):
+        get_objective("latency", stat="mean")
+
+
 @pytest.mark.parametrize("family", ["llama-gqa", "qwen3"])
 def test_decode_step_is_one_token_after_the_prompt_every_time(family):
     """The timed decode step must see the same context each call (the cache is rewound)."""
@@ -151,7 +188,8 @@ def test_cli_measure_prints_and_writes_json(tmp_path, monkeypatch, capsys):
 
     out = tmp_path / "lat.json"
     rc = main(["latency", "measure", "--model", str(tmp_path / "m"), "--ratio", "0.6", "--granularity", "32",
-               "--mode", "both", "--seq-len", "8", "--rounds", "1", "--min-run-time", "0.01", "--json", str(out)])
+               "--mode", "both", "--seq-len", "8", "--rounds", "1", "--min-run-time", "0.01", "--json", str(out),
+               "--stat", "min"])
     assert rc == 0 and out.is_file()
     text = capsys.readouterr().out
     assert "prefill" in text and "decode" in text
@@ -160,3 +198,4 @@ def test_cli_measure_prints_and_writes_json(tmp_path, monkeypatch, capsys):
     data = json.loads(out.read_text())
     assert set(data["results"]) == {"prefill", "decode"} and 0 < data["params_ratio"] < 1
     np.testing.assert_array_less(0, [v["median_s"] for v in data["results"].values()])
+    assert all(v["stat"] == "min" for v in data["results"].values())

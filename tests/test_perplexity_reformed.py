@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nas_llm.masking import head_channels
-from nas_llm.reform import closed_form
+from nas_llm.solvers import closed_form
 from objectives import Perplexity, ReformedPerplexity, get_objective
 from objectives.testing import ObjectiveTestSuite
 from test_perplexity import make_ctx, text_file  # noqa: F401  (same tiny context and calibration text fixture)

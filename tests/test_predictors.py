@@ -53,12 +53,12 @@ def fake_device(monkeypatch):
     calls = []
 
     def fake(builders, mode="prefill", batch=1, seq_len=128, rounds=3, min_run_time=0.2, warmup=2,
-             compiled=False, body_only=False, progress=True):
+             compiled=False, body_only=False, progress=True, stat="median"):
         out = {}
         for name, build in builders.items():
             bo = body_only.get(name, False) if isinstance(body_only, dict) else body_only
             t = synthetic_time(build(), bo) * (PROBE_SLOWDOWN["factor"] if bo else 1.0)
-            calls.append(name)
+            calls.append((name, stat) if stat != "median" else name)
             out[name] = LatencyResult(t, 0.0, 1, mode, batch, seq_len, "cpu", compiled, [t])
         return out
 
@@ -108,6 +108,13 @@ def test_lut_cache_on_disk_is_reused_and_keyed(model, fake_device, tmp_path):
     d = LookupTablePredictor(refresh=True, **kw)
     d.setup(model)
     assert d.measured and d.path == a.path
+    n = len(fake_device)
+    e = LookupTablePredictor(stat="min", **kw)  # a fastest-block table is its own table
+    e.setup(model)
+    assert e.measured and e.path != a.path and e.cache_key(model)["stat"] == "min" and "stat" not in key
+    assert all(c[1] == "min" for c in fake_device[n:])
+    with pytest.raises(ValueError, match="stat"):
+        LookupTablePredictor(stat="p90")
 
 
 def test_lut_real_measurement_smoke(model, space, tmp_path):
