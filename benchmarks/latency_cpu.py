@@ -202,6 +202,7 @@ def main() -> int:
 def reading(res: dict) -> str:
     """The goals of issue 3 against this run's numbers, and why the misses happen."""
     out = ["\n**Against the goals of issue 3.**"]
+
     def met(ok: bool) -> str:
         return "met" if ok else "missed"
 

@@ -33,7 +33,8 @@ class Context:
     """What objectives see: the dense model, its tokenizer, the space and the importance ranking.
 
     ``cache`` is a scratch dict objectives may use for data that is expensive to rebuild
-    (tokenised text, cached hidden states, lookup tables).
+    (tokenised text, cached hidden states, lookup tables). ``progress``: whether objectives may show
+    progress bars for their set-up work (the CLI's ``--no-progress`` turns them off).
     """
 
     model: nn.Module
@@ -42,6 +43,7 @@ class Context:
     ranking: Ranking
     device: str = "cpu"
     cache: dict = field(default_factory=dict)
+    progress: bool = True
 
     def plan(self, subnet: Subnet) -> Plan:
         return self.ranking.resolve(self.space.validate(subnet))

@@ -342,7 +342,7 @@ class ReformedPerplexity(Perplexity):
         k = ("dense_grams", id(ctx.model), self.source, self.reform_samples, self.reform_seq_len, self.reform_seed)
         if k not in ctx.cache:
             ids = calibration_batch(ctx.tokenizer, self.source, self.reform_samples, self.reform_seq_len, self.reform_seed)
-            ctx.cache[k] = dense_grams(ctx.model, ids, self.batch_size, progress=True)
+            ctx.cache[k] = dense_grams(ctx.model, ids, self.batch_size, progress=ctx.progress)
         return ctx.cache[k]
 
     def _weights(self, ctx: Context) -> "_WeightCache":

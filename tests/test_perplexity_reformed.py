@@ -132,3 +132,15 @@ class TestReformedPerplexityConformance(ObjectiveTestSuite):
     @pytest.fixture
     def context(self):
         return make_ctx()
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_dense_gram_progress_bar_follows_the_context(text_file, capfd, progress):
+    """``--no-progress`` (``Context.progress=False``) silences the one-off X X^T pass too."""
+    c = make_ctx()
+    c.progress = progress
+    obj = ReformedPerplexity(text_file, n_samples=2, seq_len=16, batch_size=2, reform_samples=4, reform_seq_len=16)
+    obj.score(c.space.uniform(neurons=c.space.neuron_choices[0]), c)
+    err = capfd.readouterr().err
+    assert ("calibration statistics" in err) == progress, err[-300:]
+

@@ -104,7 +104,7 @@ def build(args: argparse.Namespace, run_dir: Path):
     ranking = importance_ranking(model, calib, method=args.importance, cache_dir=run_dir / "cache", progress=not args.no_progress)
     if not args.join:
         ranking.save(run_dir / "ranking.json")
-    ctx = Context(model, tok, space, ranking)
+    ctx = Context(model, tok, space, ranking, progress=not args.no_progress)
     ctx.cache.update(calibration=calib, calibration_source=args.calibration)
     obj_args = objective_args(args)
     objs = []
