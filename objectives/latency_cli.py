@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median is reported")
         p.add_argument("--min-run-time", type=float, default=0.2, help="seconds per blocked_autorange")
         p.add_argument("--stat", default="median", choices=["median", "min"],
-                       help="each round's value: its median block, or its fastest block (steadier on a noisy VM)")
+                       help="each round's value: its median block (typical), or its fastest block (ignores slow outlier blocks; made lookup tables more accurate on our noisy 2-core VM, benchmarks/RESULTS.md)")
         p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
         p.add_argument("--ranking", default=None, help="ranking.json that resolves subnets (default: identity order)")
         p.add_argument("--granularity", type=int, default=64)
