@@ -35,7 +35,10 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+        # code that differs from the commit makes the commit a lie: say so in the table
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "*.py"], cwd=HERE).returncode == 1
+        info["commit"] = commit + (" + uncommitted .py changes" if dirty else "")
     except OSError:
         pass
     return info

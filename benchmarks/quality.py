@@ -123,7 +123,7 @@ def front_member(run_dir: Path, ratio: float, tol: float = 0.015):
     ppl = next((c for c in ("perplexity_reformed", "perplexity") if c in front), None)
     row = close.loc[close[ppl].idxmin()] if len(close) and ppl else \
         front.iloc[(front["params_ratio"] - ratio).abs().argsort().iloc[0]]
-    return Subnet.from_json(row["subnet"]), run.ranking(), int(row["id"]), float(row["params_ratio"])
+    return Subnet.from_json(row["subnet"]), int(row["id"])
 
 
 def run_for(runs: list[str] | None, ratio: float) -> Path | None:
@@ -151,8 +151,15 @@ def build(method: str, ratio: float, model, stats_fn, calib, space, run_dir: Pat
     if base == "ours":
         if run_dir is None:
             raise ValueError("method 'ours' needs --run runs/NAME")
-        subnet, ranking, rid, _ = front_member(run_dir, ratio)
-        info.update(run=str(run_dir), run_row=rid)
+        from nas_llm.importance import importance_ranking
+        from nas_llm.run import Run
+
+        subnet, rid = front_member(run_dir, ratio)
+        # which neurons/heads fill the searched widths: the run's importance method on *this protocol's*
+        # calibration, as for every baseline (the main protocol's is the search's own, so nothing changes there)
+        imp = Run(run_dir).settings().get("importance", "obs")
+        ranking = importance_ranking(model, calib, imp, progress=False)
+        info.update(run=str(run_dir), run_row=rid, importance=imp)
     else:
         b = B.baseline(base, model, ratio, stats=None if base == "magnitude" else stats_fn(), space=space)
         subnet, ranking = b.subnet, b.ranking
