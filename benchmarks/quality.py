@@ -242,6 +242,30 @@ def table(data: dict, protocol: str, cmd: str) -> str:
     return "\n".join(out)
 
 
+def reproduce_command(protocol: str, data: dict) -> str:
+    """The one command that reproduces every row now in the cache ``data``."""
+    rows, windows = data["rows"], data["settings"]["windows"]
+    cmd = f"flock /tmp/nasllm-heavy.lock python benchmarks/quality.py --protocol {protocol}"
+    if windows != PROTOCOLS[protocol]["windows"]:
+        cmd += f" --windows {windows}"
+    cmd += " --methods " + " ".join(m for m in METHODS if any(k.partition("@")[0] == m for k in rows))
+    rs = sorted({float(k.partition("@")[2]) for k in rows if "@" in k}, reverse=True)
+    if rs and rs != list(RATIOS):
+        cmd += " --ratios " + " ".join(f"{r:g}" for r in rs)
+    # the run each ratio's 'ours' rows came from: one --run for the most common, RATIO=RUN for the others
+    per = {float(k.partition("@")[2]): v["run"] for k, v in rows.items() if v.get("run") and "@" in k}
+    if per:
+        runs = [v for _, v in sorted(per.items(), reverse=True)]
+        common = max(runs, key=runs.count)  # ties: the highest ratio's run (deterministic)
+        cmd += f" --run {common}" + "".join(f" --run {r:g}={v}" for r, v in sorted(per.items(), reverse=True) if v != common)
+    zs = {k.partition("@")[0]: v["zeroshot"] for k, v in rows.items() if v.get("zeroshot")}
+    if zs:
+        cmd += f" --zeroshot --zeroshot-limit {next(iter(zs.values())).get('limit') or 0}"
+        if set(zs) != set(ZS_METHODS):
+            cmd += " --zeroshot-methods " + " ".join(m for m in ZS_METHODS if m in zs)
+    return cmd
+
+
 # -- main -------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,26 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = sorted(args.ratios, reverse=True)
     cache = Cache(args.protocol, settings)
     section = f"quality-{args.protocol}"
-    def cmd_doc() -> str:
-        """The one command that reproduces every row now in the cache."""
-        rows = cache.rows
-        ms = [m for m in METHODS if any(k.partition("@")[0] == m for k in rows)]
-        rs = sorted({float(k.partition("@")[2]) for k in rows if "@" in k}, reverse=True)
-        # the run each ratio's 'ours' rows came from: one --run for all, RATIO=RUN for the others
-        per = {float(k.partition("@")[2]): v["run"] for k, v in rows.items() if v.get("run") and "@" in k}
-        common = max(set(per.values()), key=list(per.values()).count) if per else None
-        run_args = ([common] if common else []) + [f"{r:g}={v}" for r, v in sorted(per.items(), reverse=True) if v != common]
-        zs_rows = {k.partition("@")[0]: v["zeroshot"] for k, v in rows.items() if v.get("zeroshot")}
-        zs = (f" --zeroshot --zeroshot-limit {next(iter(zs_rows.values())).get('limit') or 0}"
-              + (f" --zeroshot-methods {' '.join(m for m in ZS_METHODS if m in zs_rows)}" if set(zs_rows) != set(ZS_METHODS) else "")
-              if zs_rows else "")
-        return (f"flock /tmp/nasllm-heavy.lock python benchmarks/quality.py --protocol {args.protocol}"
-                + (f" --windows {args.windows}" if args.windows else "") + " --methods " + " ".join(ms)
-                + (" --ratios " + " ".join(f"{r:g}" for r in rs) if rs and rs != list(RATIOS) else "")
-                + "".join(f" --run {a}" for a in run_args) + zs)
-
     if args.table_only:
-        write_section(section, table(cache.data, args.protocol, cmd_doc()))
+        write_section(section, table(cache.data, args.protocol, reproduce_command(args.protocol, cache.data)))
         return 0
 
     from nas_llm import load_model
@@ -367,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             cache.put(key, row)
             print(f"[quality] zero-shot {key}: mean {row['zeroshot']['mean']:.4f}", flush=True)
 
-    write_section(section, table(cache.data, args.protocol, cmd_doc()))
+    write_section(section, table(cache.data, args.protocol, reproduce_command(args.protocol, cache.data)))
     return 0
 
 

@@ -213,6 +213,25 @@ def _iqr(times: list[float]) -> float:
     return q[2] - q[0]
 
 
+@dataclass
+class _Rounds:
+    """One model's timing rounds, accumulated the same way by every timing loop."""
+
+    stat: str
+    values: list[float] = field(default_factory=list)  # each round's ``stat``
+    fastest: list[float] = field(default_factory=list)  # each round's fastest block
+    times: list[float] = field(default_factory=list)  # every block
+
+    def add(self, m: Any) -> None:
+        self.values.append(round_value(m, self.stat))
+        self.fastest.append(round_value(m, "min"))
+        self.times += list(m.times)
+
+    def result(self, mode: str, batch: int, seq_len: int, device: str, compiled: bool) -> LatencyResult:
+        return LatencyResult(statistics.median(self.values), _iqr(self.times), len(self.times), mode, batch, seq_len,
+                             device, compiled, self.values, self.stat, self.fastest)
+
+
 def measure_latency(model: nn.Module, mode: str = "prefill", batch: int = 1, seq_len: int = 128,
                     device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                     compiled: bool = False, min_run_time: float = 0.2, warmup: int = 2, rounds: int = 1,
@@ -227,14 +246,10 @@ def measure_latency(model: nn.Module, mode: str = "prefill", batch: int = 1, seq
     if dt is not None or device is not None:
         model = model.to(device=dev, dtype=dt)
     fn = make_runner(model, mode, batch, seq_len, compiled=compiled, body_only=body_only)
-    meds, times, fastest = [], [], []
+    acc = _Rounds(stat)
     for _ in range(max(1, rounds)):
-        m = time_runner(fn, min_run_time, warmup)
-        meds.append(round_value(m, stat))
-        fastest.append(round_value(m, "min"))
-        times += list(m.times)
-    return LatencyResult(statistics.median(meds), _iqr(times), len(times), mode, batch, seq_len,
-                         _device_name(dev), compiled, meds, stat, fastest)
+        acc.add(time_runner(fn, min_run_time, warmup))
+    return acc.result(mode, batch, seq_len, _device_name(dev), compiled)
 
 
 def measure_interleaved(builders: Mapping[str, Callable[[], nn.Module]], mode: str = "prefill", batch: int = 1,
@@ -249,9 +264,7 @@ def measure_interleaved(builders: Mapping[str, Callable[[], nn.Module]], mode: s
     built, timed and dropped in each round, so only one extra model is in memory at a time.
     """
     _check(mode, batch, seq_len, stat)
-    meds: dict[str, list[float]] = {k: [] for k in builders}
-    times: dict[str, list[float]] = {k: [] for k in builders}
-    fastest: dict[str, list[float]] = {k: [] for k in builders}
+    acc = {k: _Rounds(stat) for k in builders}
     dev_name = ""
     from tqdm.auto import tqdm
 
@@ -262,15 +275,11 @@ def measure_interleaved(builders: Mapping[str, Callable[[], nn.Module]], mode: s
             dev_name = _device_name(next(model.parameters()).device)
             bo = body_only.get(name, False) if isinstance(body_only, Mapping) else body_only
             fn = make_runner(model, mode, batch, seq_len, compiled=compiled, body_only=bo)
-            m = time_runner(fn, min_run_time, warmup)
-            meds[name].append(round_value(m, stat))
-            fastest[name].append(round_value(m, "min"))
-            times[name] += list(m.times)
+            acc[name].add(time_runner(fn, min_run_time, warmup))
             del fn, model
             bar.update(1)
     bar.close()
-    return {k: LatencyResult(statistics.median(meds[k]), _iqr(times[k]), len(times[k]), mode, batch, seq_len,
-                             dev_name, compiled, meds[k], stat, fastest[k]) for k in builders}
+    return {k: a.result(mode, batch, seq_len, dev_name, compiled) for k, a in acc.items()}
 
 
 # -- the objective ------------------------------------------------------------------------------
