@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._results import RAW_DIR, command_line, header, machine, pack_plan, save_raw, write_section  # noqa: E402
+from benchmarks._results import RAW_DIR, header, machine, pack_plan, save_raw, write_section  # noqa: E402
 
 METHODS = ("dense", "magnitude", "wanda-sp", "wanda-sp+admm", "flap", "shortgpt", "ours", "ours+admm")
 RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)
@@ -173,6 +173,27 @@ def build(method: str, ratio: float, model, stats_fn, calib, space, run_dir: Pat
     return out, info
 
 
+def setup(proto: dict):
+    """(model, tokenizer, space, calibration ids, stats_fn) for a protocol; the baselines' calibration
+    statistics are computed on first use only (``stats_fn()``), since 'ours' rows do not need them."""
+    from nas_llm import load_model
+    from nas_llm.baselines import calibration_stats
+    from nas_llm.data import calibration_batch
+    from search_spaces import SubnetSpace
+
+    torch.manual_seed(0)
+    model, tok = load_model("smollm2-135m")
+    calib = calibration_batch(tok, "wikitext2-valid", proto["calib_samples"], proto["calib_seq"], seed=0)
+    box: list = []
+
+    def stats_fn():
+        if not box:
+            box.append(calibration_stats(model, calib, batch_size=4))
+        return box[0]
+
+    return model, tok, SubnetSpace.from_model(model), calib, stats_fn
+
+
 # -- table ------------------------------------------------------------------------------------------
 
 def fmt(x: float | None) -> str:
@@ -298,22 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         write_section(section, table(cache.data, args.protocol, reproduce_command(args.protocol, cache.data)))
         return 0
 
-    from nas_llm import load_model
-    from nas_llm.baselines import calibration_stats
-    from nas_llm.data import calibration_batch
     from nas_llm.evaluate import mean_accuracy, perplexities, zeroshot
-    from search_spaces import SubnetSpace
 
-    torch.manual_seed(0)
-    model, tok = load_model("smollm2-135m")
-    space = SubnetSpace.from_model(model)
-    calib = calibration_batch(tok, "wikitext2-valid", proto["calib_samples"], proto["calib_seq"], seed=0)
-    stats_box: list = []
-
-    def stats_fn():
-        if not stats_box:
-            stats_box.append(calibration_stats(model, calib, batch_size=4))
-        return stats_box[0]
+    model, tok, space, calib, stats_fn = setup(proto)
 
     def evaluate_row(key: str, m, info: dict, t_start: float) -> None:
         sources = [d for d in proto["datasets"] if not args.datasets or d in args.datasets]

@@ -17,12 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._results import RAW_DIR, command_line, header, machine, save_raw, write_section  # noqa: E402
-from benchmarks.quality import PROTOCOLS, build  # noqa: E402
+from benchmarks._results import RAW_DIR, header, machine, save_raw, write_section  # noqa: E402
+from benchmarks.quality import PROTOCOLS, build, setup  # noqa: E402
 
 NAME = "seed_spread"
 DATASET = "wikitext2-test"
@@ -51,7 +50,8 @@ def table(data: dict) -> str:
                f"{proto['calib_samples']} x {proto['calib_seq']} tokens of wikitext2-valid (seed 0) for ranking and ADMM, "
                "as in the quality table. Search seed from each run's `run.json`; search value = the pick's "
                "`perplexity_reformed` on the validation split (what the search minimised).\n")
-    out.append("| ratio | run | search seed | params ratio | search value | ours+admm | wanda-sp+admm | ours / wanda-sp |")
+    out.append("| ratio | run | search seed | params ratio | search value | ours+admm | wanda-sp+admm (params ratio) "
+               "| ours / wanda-sp |")
     out.append("|---|---|---|---|---|---|---|---|")
     for key in sorted(rows, key=lambda k: (-rows[k]["ratio"], k)):
         r = rows[key]
@@ -59,7 +59,7 @@ def table(data: dict) -> str:
             continue
         base = rows.get(f"wanda-sp+admm@{r['ratio']:g}")
         b = base["ppl"] if base else None
-        base_cells = "— | —" if b is None else f"{b:.1f} | x{r['ppl'] / b:.2f}"
+        base_cells = "— | —" if b is None else f"{b:.1f} ({base['params_ratio']:.4f}) | x{r['ppl'] / b:.2f}"
         out.append(f"| {int(r['ratio'] * 100)}% | `{r['run']}` | {r['seed']} | {r['params_ratio']:.4f} | "
                    f"{r['search_value']:.2f} | {r['ppl']:.1f} | {base_cells} |")
     return "\n".join(out)
@@ -71,33 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     pairs = parse(args.runs)
 
-    from nas_llm import load_model
-    from nas_llm.baselines import calibration_stats
-    from nas_llm.data import calibration_batch
     from nas_llm.evaluate import perplexities
     from nas_llm.run import Run
-    from search_spaces import SubnetSpace
 
     path = RAW_DIR / f"{NAME}.json"
     data = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
     proto = PROTOCOLS["main"]
-    torch.manual_seed(0)
-    model, tok = load_model("smollm2-135m")
-    space = SubnetSpace.from_model(model)
-    calib = calibration_batch(tok, "wikitext2-valid", proto["calib_samples"], proto["calib_seq"], seed=0)
-    stats: list = []
-
-    def stats_fn():
-        if not stats:
-            stats.append(calibration_stats(model, calib, batch_size=4))
-        return stats[0]
-
     jobs = [("wanda-sp+admm", r, None) for r in sorted({r for r, _ in pairs}, reverse=True)] + \
            [("ours+admm", r, run) for r, run in pairs]
-    for method, ratio, run in jobs:
-        key = f"{method}@{ratio:g}" + (f":{run}" if run else "")
-        if key in data["rows"]:
-            continue
+    todo = [(f"{m}@{r:g}" + (f":{run}" if run else ""), m, r, run) for m, r, run in jobs]
+    todo = [t for t in todo if t[0] not in data["rows"]]
+    if todo:
+        model, tok, space, calib, stats_fn = setup(proto)
+    for key, method, ratio, run in todo:
         t0 = time.perf_counter()
         m, info = build(method, ratio, model, stats_fn, calib, space, run)
         ppl = perplexities(m, tok, [DATASET], proto["seq_len"], proto["windows"], batch_size=1)[DATASET]["ppl"]
@@ -109,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             row.update(run=str(run), run_row=info["run_row"], seed=settings.get("seed"),
                        search_value=float(pick["perplexity_reformed"]))
         data["rows"][key] = row
-        data["machine"], data["command"] = machine(), command_line()
+        data["machine"] = machine()
         save_raw(NAME, data)
         print(f"[seed_spread] {key}: {ppl:.2f} ({row['seconds']} s)", flush=True)
     # the command that reproduces every cached row
