@@ -96,14 +96,13 @@ def main() -> int:
             row = {"iqr_s": [meas[f"s{i}"].iqr_s for i in range(len(subs))], "dense": meas["dense"].to_dict(),
                    "lut_build_s": build_s, "lut_table": {k: v.table for k, v in luts.items()}, "peaks": roof.peaks}
             for stat in ("median", "min"):
-                pick = (lambda r: r.median_s) if stat == "median" else (lambda r: statistics.median(r.round_fastest_s))
-                m = [pick(meas[f"s{i}"]) for i in range(len(subs))]
+                m = [_read(meas[f"s{i}"], stat) for i in range(len(subs))]
                 row[stat] = {"measured_s": m}
                 for pn, p in (("lut", luts[stat]), ("roofline", roof)):
                     pr = [checked_predict(p, s) for s in subs]
                     row[stat][pn] = {"pred_s": pr, "spearman": spearman(pr, m), "mape": mape(pr, m)}
                     md.append(f"| {mode} | {stat} | {pn} | {row[stat][pn]['spearman']:.3f} | {row[stat][pn]['mape']:.1f} | "
-                              f"{build_s[stat] if pn == 'lut' else 0:.0f} | {pick(meas['dense']) * 1e3:.2f} | "
+                              f"{build_s[stat] if pn == 'lut' else 0:.0f} | {_read(meas['dense'], stat) * 1e3:.2f} | "
                               f"{meas['dense'].iqr_s * 1e3:.2f} |")
             res["a"][mode] = row
             save_raw("latency_cpu", res)
@@ -177,9 +176,8 @@ def main() -> int:
                                          min_run_time=args.repeat_time, progress=False) for _ in range(args.repeats)]
             out[mode] = {"iqr_s": [r.iqr_s for r in rs], "n_calls": [r.n_runs for r in rs]}
             for stat in ("median", "min"):
-                val = [r.median_s if stat == "median" else r.round_fastest_s[0] for r in rs]
-                rel = [p["sub"].median_s / p["dense"].median_s if stat == "median"
-                       else p["sub"].round_fastest_s[0] / p["dense"].round_fastest_s[0] for p in pairs]
+                val = [_read(r, stat) for r in rs]
+                rel = [_read(p["sub"], stat) / _read(p["dense"], stat) for p in pairs]
                 out[mode][stat] = {"values_s": val, "spread": spread_of(val), "relative_to_dense": rel,
                                    "relative_spread": spread_of(rel)}
                 md.append(f"| {mode} | {stat} | ms | {', '.join(f'{x * 1e3:.2f}' for x in val)} | {spread_of(val) * 100:.1f} % | "
@@ -197,6 +195,11 @@ def main() -> int:
     write_section("latency_cpu", "\n".join(md))
     print("\n".join(md))
     return 0
+
+
+def _read(r, stat: str) -> float:
+    """A measurement read with ``stat``: the median round value, or the median of the rounds' fastest blocks."""
+    return r.median_s if stat == "median" else r.fastest_s
 
 
 def reading(res: dict) -> str:

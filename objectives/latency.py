@@ -62,6 +62,11 @@ class LatencyResult:
         return self.median_s * 1e3
 
     @property
+    def fastest_s(self) -> float:
+        """Median over rounds of each round's fastest block: what ``stat="min"`` reports as ``median_s``."""
+        return statistics.median(self.round_fastest_s)
+
+    @property
     def spread(self) -> float:
         """(max - min) / median of the round medians; 0 with one round."""
         r = self.round_medians_s
