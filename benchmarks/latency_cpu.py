@@ -48,7 +48,7 @@ def main() -> int:
     from latency_gpu import sample_spread
 
     from nas_llm import load_model
-    from nas_llm.slicing import slice_model
+    from nas_llm.model.slicing import slice_model
     from objectives import Context
     from objectives.latency import mape, measure_interleaved, measure_latency, spearman
     from objectives.perplexity import Perplexity

@@ -42,7 +42,7 @@ def groups(quality: dict) -> dict[str, dict]:
 
 
 def builder(model, g: dict | None):
-    from nas_llm.slicing import slice_model
+    from nas_llm.model.slicing import slice_model
     from search_spaces import Plan, Subnet, get_family
 
     def build():

@@ -96,7 +96,7 @@ def main() -> int:
 
     from objectives.latency import measure_latency, mape, spearman
     from objectives.predictors import LookupTablePredictor, RooflinePredictor, checked_predict
-    from nas_llm.slicing import slice_model
+    from nas_llm.model.slicing import slice_model
     from search_spaces import Ranking, SubnetSpace
 
     t0 = time.time()

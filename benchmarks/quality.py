@@ -83,15 +83,15 @@ class Cache:
 # -- model preparation ------------------------------------------------------------------------------
 
 def reform_model(model, plan, calib: torch.Tensor, method: str, subnet=None):
-    """Sliced + reformed model via ``nas_llm.reform`` (ADMM, or FLAP's bias compensation)."""
-    from nas_llm.reform import reform  # written by another module owner; imported only when needed
-    from nas_llm.slicing import slice_model
+    """Sliced + reformed model via ``nas_llm.model.reform`` (ADMM, or FLAP's bias compensation)."""
+    from nas_llm.model.reform import reform  # written by another module owner; imported only when needed
+    from nas_llm.model.slicing import slice_model
 
     out = reform(model, plan, calib, method=method, subnet=subnet)
     if isinstance(out, tuple):
         out = out[0]
     if out is model or out is None:
-        raise RuntimeError("nas_llm.reform.reform returned the dense model; expected a sliced, reformed copy")
+        raise RuntimeError("nas_llm.model.reform.reform returned the dense model; expected a sliced, reformed copy")
     if getattr(out.config, "nas_llm", None) is None:  # reformed dense-shaped weights: slice them now
         out = slice_model(out, plan, subnet=subnet)
     return out
@@ -144,14 +144,14 @@ def run_for(runs: list[str] | None, ratio: float) -> Path | None:
 def build(method: str, ratio: float, model, stats_fn, calib, space, run_dir: Path | None):
     """(model to evaluate, info) for one table cell."""
     from nas_llm import baselines as B
-    from nas_llm.slicing import slice_model
+    from nas_llm.model.slicing import slice_model
 
     base, reform = method.split("+")[0], (method.split("+")[1] if "+" in method else None)
     info: dict[str, Any] = {}
     if base == "ours":
         if run_dir is None:
             raise ValueError("method 'ours' needs --run runs/NAME")
-        from nas_llm.importance import importance_ranking
+        from nas_llm.model.importance import importance_ranking
         from nas_llm.run import Run
 
         subnet, rid = front_member(run_dir, ratio)
@@ -178,7 +178,7 @@ def setup(proto: dict):
     statistics are computed on first use only (``stats_fn()``), since 'ours' rows do not need them."""
     from nas_llm import load_model
     from nas_llm.baselines import calibration_stats
-    from nas_llm.data import calibration_batch
+    from nas_llm.model.data import calibration_batch
     from search_spaces import SubnetSpace
 
     torch.manual_seed(0)
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[quality] {key}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
             continue
         if args.export_dir is not None and m != "dense":
-            from nas_llm.export import export
+            from nas_llm.model.export import export
 
             export(sub_model, args.export_dir / args.protocol / key.replace("@", "-"), tok, overwrite=True,
                    metadata={"method": m, "ratio": r})

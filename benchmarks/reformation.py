@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._results import RAW_DIR, header, machine, save_raw, write_section  # noqa: E402
 from nas_llm import SubnetSpace, load_model  # noqa: E402
-from nas_llm.data import calibration_batch, eval_windows  # noqa: E402
-from nas_llm.importance import importance_ranking  # noqa: E402
-from nas_llm.loading import cache_dir  # noqa: E402
-from nas_llm.metrics import perplexity  # noqa: E402
-from nas_llm.reform import reform  # noqa: E402
+from nas_llm.model.data import calibration_batch, eval_windows  # noqa: E402
+from nas_llm.model.importance import importance_ranking  # noqa: E402
+from nas_llm.model.loading import cache_dir  # noqa: E402
+from nas_llm.model.metrics import perplexity  # noqa: E402
+from nas_llm.model.reform import reform  # noqa: E402
 
 NAME = "reformation"
 METHODS = ("none", "bias", "admm", "exact")

@@ -48,8 +48,8 @@ def _ensure_perplexity() -> str:
         return "objectives.perplexity"
     except ModuleNotFoundError:
         pass
-    from nas_llm.data import calibration_batch
-    from nas_llm.metrics import perplexity
+    from nas_llm.model.data import calibration_batch
+    from nas_llm.model.metrics import perplexity
     from objectives import OBJECTIVES, Objective
 
     class Perplexity(Objective):

@@ -37,7 +37,7 @@ def measure(which: str, run: str | None, limit: int | None, seq_len: int, max_wi
         model, tok = load_model("smollm2-135m")
         extra["what"] = "dense SmolLM2-135M-Instruct (fp32)"
     else:
-        from nas_llm.export_cli import export_pick
+        from nas_llm.deploy import export_pick
         from nas_llm.select import pick
 
         if not run:
@@ -57,7 +57,7 @@ def measure(which: str, run: str | None, limit: int | None, seq_len: int, max_wi
 
 
 def table(models: dict) -> str:
-    from nas_llm.tasks import ALL_TASKS, TASKS
+    from nas_llm.evaluate.tasks import ALL_TASKS, TASKS
 
     order = [m for m in ("dense", "knee") if m in models]
     head = "| task | metric | n | " + " | ".join(order) + (" | knee - dense |" if len(order) == 2 else " |")
@@ -109,7 +109,7 @@ def section(models: dict) -> str:
         notes.append(f"- **{m}**: {r.get('what', m)}; limit {r.get('limit') or 'none (every item)'}; "
                      f"measured {r['machine']['date']} in {r['seconds'] / 60:.1f} min with `{r['command']}`.")
     md = header("Zero-shot accuracy: dense SmolLM2 vs the exported knee", first["machine"], first["command"]) + "\n" + "\n".join(notes) + "\n\n" + table(models) + (
-        "\n\nlm-eval 0.4.13 through `nas_llm.shared_prefix_lm.SharedPrefixLM` (an `HFLM` subclass that scores the answer "
+        "\n\nlm-eval 0.4.13 through `nas_llm.evaluate.shared_prefix_lm.SharedPrefixLM` (an `HFLM` subclass that scores the answer "
         "choices of a question on one forward of their shared context; same tokenisation, same numbers up to float "
         "rounding) on the loaded model, the task YAMLs in `nas_llm/tasks/` on the local files in "
         "`../shared/data/zeroshot` (offline). Headline metric: acc_norm for PIQA, ARC, OpenBookQA, HellaSwag; acc for BoolQ "

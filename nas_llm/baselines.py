@@ -18,7 +18,7 @@ Methods (X_j = input channel j of ``o_proj``/``down_proj`` over the N calibratio
   the mean of its standardised channels; one global descending order over all layers with the
   compression weight of a structure = its parameter count (FLAP's 512/3 for LLaMA heads vs
   neurons), cut where the cumulative kept parameters reach the ratio; then bias compensation
-  (Eq. 7: b' = W_{:,pruned} mean(X_pruned)) via ``nas_llm.reform.reform(..., method="bias")``.
+  (Eq. 7: b' = W_{:,pruned} mean(X_pruned)) via ``nas_llm.model.reform.reform(..., method="bias")``.
 - ``shortgpt`` (Men et al. 2024, Eq. 1): Block Influence BI_i = 1 - E_t[cos(h_i,t, h_{i+1},t)];
   drop the n layers of lowest BI, n chosen to hit the ratio.
 
@@ -42,8 +42,8 @@ import torch.nn as nn
 
 from search_spaces import LayerChoice, Plan, Ranking, Subnet, SubnetError, SubnetSpace, get_family
 
-from .importance import LayerStats, collect_stats, scores_from_stats
-from .masking import head_channels
+from nas_llm.model.importance import LayerStats, collect_stats, scores_from_stats
+from search_spaces.plan import head_channels
 
 __all__ = ["Baseline", "BASELINES", "baseline", "calibration_stats", "flap", "flap_metrics", "magnitude",
            "ratio_step", "shortgpt", "uniform_subnet", "wanda_sp"]

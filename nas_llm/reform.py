@@ -1,230 +1,123 @@
-"""Weight reformation: after cutting input channels of ``o_proj``/``down_proj``, fit the kept weights again.
+"""Reform the front of a run (``nas-llm reform runs/NAME``): reform every Pareto member of a run and record before/after.
 
-For each kept layer and each map whose *input* channels were cut (``o_proj`` after head removal,
-``down_proj`` after neuron removal) we solve
+For each row with ``pareto == True`` the subnet is resolved with the run's ranking, reformed
+(:func:`nas_llm.model.reform.reform`) and its perplexity re-scored on the run's own calibration settings
+(``run.json["calibration"]``). Objectives that depend only on shapes (latency, params, bytes...) are
+copied unchanged into their ``NAME_reformed`` column, since reformation changes no shape. The table
+is written atomically; the settings go to ``run.json["reform"]`` so that
+:func:`nas_llm.model.reform.reform_for_run` (used by ``nas-llm export``) reproduces the same weights.
 
-    min_W' ||W' X - W X||_F^2   s.t.  W'[:, cut] = 0,
-
-with X the map's dense input (all channels) on calibration data. Only ``H = X X^T`` is needed.
-Two solvers (in :mod:`nas_llm.solvers`, re-exported here) share one interface ``(W, H, kept) -> W'``
-and work in float64:
-
-- :func:`admm` -- the paper's Theorem 3.1 iteration (rho, a fixed number of iterations);
-- :func:`closed_form` -- the exact least-squares answer, reference and fast path.
-
-:func:`reform` applies them *sequentially* (SparseGPT-style): the calibration batch is fed layer by
-layer through the already-reformed pruned model, so every layer also corrects the errors of the
-layers before it. ``method="bias"`` is FLAP's cheap bias compensation, ``method="none"`` plain slicing.
-
-Damping: ``H`` is first scaled by its mean diagonal (so settings are scale-free: activations of
-different layers differ by orders of magnitude) and ``damp`` (default 0.01, SparseGPT's choice) is
-added to the diagonal of the scaled ``H``. The damped problem is the least-squares problem plus
-``damp * mean(diag H) * ||W'_K - W_K||^2``, i.e. it pulls towards the *original* kept weights; the
-masked original ``W`` is feasible with zero penalty, so the reformed error is never above the
-unreformed one, also when ``H`` is rank-deficient (fewer tokens than channels, duplicated channels).
-
-Calibration defaults: CPU 64 x 256 tokens (:data:`CPU_CALIBRATION`), GPU 128 x 2048 as the paper
-(:data:`GPU_CALIBRATION`).
+The reformation data uses the calibration source with seed + 1 by default: other windows than the
+ones the perplexity is re-scored on, so the after-number is not fitted to its own test windows.
 """
 from __future__ import annotations
 
-import copy
+import datetime as _dt
+import math
+import re
+import sys
+import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import pandas as pd
 import torch
-import torch.nn as nn
 from tqdm.auto import tqdm
 
-from search_spaces import Plan, get_family
+from search_spaces import Subnet
 
-from .masking import check_plan, head_channels
-from .slicing import mark_nonstock, slice_model
-from .solvers import (DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, admm, bias_shift, closed_form,  # noqa: F401 (re-exported)
-                      reconstruction_error, solve)
+from nas_llm.model.data import calibration_batch
+from nas_llm.model.reform import (DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, METHODS, admm, bias_shift,  # noqa: F401 (re-exported)
+                                 closed_form, default_calibration, reconstruction_error, reform, solve)
+from nas_llm.model.slicing import slice_model
+from nas_llm.run import Run
 
-METHODS = ("admm", "exact", "bias", "none")
-CPU_CALIBRATION = (64, 256)  # (n_samples, seq_len): ~16k tokens, ~1-3 min per SmolLM2-135M subnet on 2 cores
-GPU_CALIBRATION = (128, 2048)  # the paper's setting
-
-
-class _Stop(Exception):
-    """Raised from a hook to end a forward once the activations we need are recorded."""
+QUALITY = ("perplex", "ppl")  # objectives re-scored after reformation (substring of the name)
+SHAPE_ONLY = ("latency", "params", "weight_bytes", "kv_cache", "memory", "flops", "macs", "throughput", "size")
 
 
-def default_calibration(device: str | torch.device = "cpu") -> tuple[int, int]:
-    """(n_samples, seq_len) for reformation on this device."""
-    return GPU_CALIBRATION if torch.device(device).type == "cuda" else CPU_CALIBRATION
+def _is_true(v: Any) -> bool:
+    return str(v).strip().lower() in ("true", "1", "1.0", "yes")
 
 
-# -- sequential collection ------------------------------------------------------------------
+def _kind(name: str) -> str:
+    low = name.lower()
+    if "@" not in low and any(q in low for q in QUALITY):  # the same test as nas_llm.select
+        return "quality"
+    if any(low.startswith(s) for s in SHAPE_ONLY):
+        return "shape"
+    return "unknown"
 
 
-class _InputStats:
-    """Running X X^T (float64) and per-channel sums of one Linear's input."""
+def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "admm", n_samples: int | None = None,
+               seq_len: int | None = None, source: str | None = None, seed: int | None = None, rho: float = DEFAULT_RHO,
+               iters: int = DEFAULT_ITERS, damp: float = DEFAULT_DAMP, batch_size: int = 8, progress: bool = True,
+               command: str | None = None, ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Reform the Pareto rows of ``run`` (only those in ``ids`` if given) with ``model`` (the run's dense
+    model); returns the new table. Rows reformed earlier keep their values unless reformed again."""
+    from nas_llm.model.metrics import perplexity
 
-    def __init__(self) -> None:
-        self.H: torch.Tensor | None = None
-        self.s: torch.Tensor | None = None
-        self.n = 0
-
-    def add(self, x: torch.Tensor, gram: bool) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).float()
-        if gram:  # float32 product per batch (fast on CPU), float64 running sum
-            h = (x.T @ x).double()
-            self.H = h if self.H is None else self.H + h
-        s = x.double().sum(0)
-        self.s = s if self.s is None else self.s + s
-        self.n += x.shape[0]
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.s / max(self.n, 1)
-
-
-def _capture_layer_inputs(model: nn.Module, layers: nn.ModuleList, ids: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
-    """Embeddings entering layer 0, and the keyword arguments each layer is called with.
-
-    Every layer's forward is temporarily replaced by a recorder, so nothing but the embedding,
-    rotary and mask code runs; per-layer kwargs keep per-layer masks (sliding windows) right.
-    """
-    record: dict[str, Any] = {"h": None, "kw": [None] * len(layers)}
-
-    def recorder(i: int):
-        def forward(hidden_states, *args, **kwargs):
-            if args:
-                raise RuntimeError("decoder layers are expected to take only hidden_states positionally")
-            if i == 0:
-                record["h"] = hidden_states
-            record["kw"][i] = kwargs
-            if i == len(layers) - 1:
-                raise _Stop
-            return hidden_states
-        return forward
-
-    for i, layer in enumerate(layers):
-        layer.forward = recorder(i)
-    try:
-        model(input_ids=ids, use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        for layer in layers:
-            del layer.forward
-    return record["h"], record["kw"]
-
-
-def _run_layer(layer: nn.Module, h: torch.Tensor, kw: dict) -> torch.Tensor:
-    out = layer(h, **kw)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _collect(layer: nn.Module, lin: nn.Linear, hs: list[torch.Tensor], kws: list[dict], gram: bool) -> _InputStats:
-    """Run the layer on every batch up to ``lin`` and accumulate ``lin``'s input statistics."""
-    st = _InputStats()
-
-    def hook(mod, args):
-        st.add(args[0], gram)
-        raise _Stop
-
-    handle = lin.register_forward_pre_hook(hook)
-    try:
-        for h, kw in zip(hs, kws):
-            try:
-                _run_layer(layer, h, kw)
-            except _Stop:
-                pass
-    finally:
-        handle.remove()
-    return st
-
-
-def _write(lin: nn.Linear, W_new: torch.Tensor, bias_delta: torch.Tensor | None) -> bool:
-    """Put reformed weights into a dense-shaped Linear; returns True if a bias slot was created."""
-    lin.weight.data.copy_(W_new.to(lin.weight.dtype))
-    if bias_delta is None:
-        return False
-    delta = bias_delta.to(lin.weight.dtype)
-    if lin.bias is None:
-        lin.bias = nn.Parameter(delta.clone())
-        return True
-    lin.bias.data.add_(delta)
-    return False
-
-
-@torch.no_grad()
-def reform(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, method: str = "admm", *, rho: float = DEFAULT_RHO,
-           iters: int = DEFAULT_ITERS, damp: float = DEFAULT_DAMP, batch_size: int = 8, subnet: Any = None,
-           progress: bool = True) -> nn.Module:
-    """A sliced copy of ``model`` for ``plan`` whose ``o_proj``/``down_proj`` carry reformed weights.
-
-    ``calib_ids``: ``[n, seq]`` calibration tokens (never the test split). ``model`` is not modified.
-    ``method``: ``admm`` | ``exact`` (closed form) | ``bias`` (FLAP bias compensation; adds biases the
-    stock class may lack, so the model is marked non-stock for export) | ``none`` (plain slicing).
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown reformation method {method!r}; choose one of {', '.join(METHODS)}")
-    fam = get_family(model)
-    dims = fam.dims(model.config)
-    check_plan(plan, dims)
-    if method == "none":
-        return slice_model(model, plan, subnet=subnet)
-    if calib_ids.dim() != 2 or calib_ids.shape[0] < 1:
-        raise ValueError(f"calib_ids must be [n_samples, seq_len], got shape {tuple(calib_ids.shape)}")
-    work = copy.deepcopy(model).eval()
-    layers = fam.decoder_layers(work)
-    device = next(work.parameters()).device
-    hs, kws = [], []
-    for i in range(0, calib_ids.shape[0], batch_size):
-        h, kw = _capture_layer_inputs(work, layers, calib_ids[i : i + batch_size].to(device))
-        hs.append(h)
-        kws.append(kw)
-    added_bias = False
-    gram = method in ("admm", "exact")
-
-    def fix(layer: nn.Module, lin: nn.Linear, kept: list[int], i: int, name: str) -> None:
-        nonlocal added_bias
-        if len(kept) == lin.weight.shape[1]:
-            return  # nothing cut: the map stays as it is
-        st = _collect(layer, lin, hs, [kw[i] for kw in kws], gram)
-        W = lin.weight.detach()
-        if gram:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                W_new = solve(method, W, st.H, kept, rho=rho, iters=iters, damp=damp)
-            for w in caught:
-                warnings.warn(f"layer {i} {name}: {w.message}", RuntimeWarning, stacklevel=4)
-            added_bias |= _write(lin, W_new, None)
-        else:  # bias compensation: original kept weights, cut columns zeroed, mean of the cut part in the bias
-            keep = torch.zeros(W.shape[1], dtype=W.dtype, device=W.device)
-            keep[kept] = 1
-            delta = bias_shift(W, st.mean, kept)
-            added_bias |= _write(lin, W * keep, delta)
-
-    for i, (layer, lp) in enumerate(tqdm(list(zip(layers, plan.layers)), desc=f"reform ({method})", disable=not progress, leave=False)):
-        if not lp.keep:
-            continue  # a dropped layer passes h through
-        fix(layer, fam.attn_linears(layer)["o"], head_channels(lp.kv_groups, dims), i, "o_proj")
-        fix(layer, fam.mlp_linears(layer)["down"], list(lp.neurons), i, "down_proj")
-        hs = [_run_layer(layer, h, kw[i]) for h, kw in zip(hs, kws)]
-    del hs, kws
-    out = slice_model(work, plan, inplace=True, subnet=subnet)
-    if added_bias:  # stock LLaMA-style classes have no slot for these biases: make plain loading fail loudly
-        mark_nonstock(out.config)
-    out.config.nas_llm = {**out.config.nas_llm, "reform": {"method": method, "rho": rho, "iters": iters, "damp": damp,
-                                                          "n_samples": int(calib_ids.shape[0]), "seq_len": int(calib_ids.shape[1])}}
-    return out
-
-
-# -- runs -------------------------------------------------------------------------------------
-
-
-def reform_settings(run_dir: str | Path) -> dict | None:
-    """The reformation settings stored in ``run.json["reform"]`` by ``nas-llm reform``, or None."""
-    from .run import Run
-
-    return Run(run_dir).settings().get("reform")
+    settings = run.settings()
+    df = run.table()
+    if df.empty or "pareto" not in df.columns:
+        raise ValueError(f"{run.table_file} has no evaluations with a 'pareto' column; run the search first")
+    cal = settings.get("calibration") or {}
+    if not cal.get("source"):
+        raise ValueError(f"{run.settings_file} has no calibration settings (calibration.source/n_samples/seq_len/seed)")
+    device = next(model.parameters()).device
+    dn, dl = default_calibration(device)
+    rs = {"method": method, "source": source or cal["source"], "n_samples": n_samples or dn, "seq_len": seq_len or dl,
+          "seed": int(cal.get("seed", 0)) + 1 if seed is None else seed, "rho": rho, "iters": iters, "damp": damp,
+          "batch_size": batch_size}
+    if re.search(r"(^|[-_.:])test([-_.:]|$)", Path(str(rs["source"])).name.lower()):
+        warnings.warn(f"reformation calibration source {rs['source']!r} looks like a test split; calibrate on validation data", UserWarning)
+    ranking = run.ranking()
+    calib = calibration_batch(tokenizer, rs["source"], rs["n_samples"], rs["seq_len"], rs["seed"])
+    score_ids = calibration_batch(tokenizer, cal["source"], int(cal.get("n_samples", 32)), int(cal.get("seq_len", 256)), int(cal.get("seed", 0)))
+    objectives = [o["name"] if isinstance(o, dict) else str(o) for o in settings.get("objectives", [])]
+    unknown = [n for n in objectives if _kind(n) == "unknown"]
+    if unknown:
+        warnings.warn(f"cannot re-score objectives {unknown} after reformation; their *_reformed columns stay empty", UserWarning)
+    pareto = df["pareto"].map(_is_true)
+    if ids is not None:
+        wanted = {int(i) for i in ids}
+        bad = sorted(wanted - set(df.loc[pareto, "id"].astype(int)))
+        if bad:
+            raise ValueError(f"--ids {bad}: not Pareto members of {run.path} (Pareto ids: "
+                             f"{sorted(df.loc[pareto, 'id'].astype(int).tolist())})")
+        pareto &= df["id"].astype(int).isin(wanted)
+    rows = df.index[pareto].tolist()
+    for col, empty in [*((f"{n}_reformed", float("nan")) for n in objectives), ("reformed", False), ("reform_time_s", float("nan"))]:
+        if col not in df.columns:
+            df[col] = empty
+    df["reformed"] = df["reformed"].map(_is_true)
+    prev = settings.get("reform")
+    if prev and any(prev.get(k) != v for k, v in rs.items()) and (df["reformed"] & ~pareto).any():
+        raise ValueError(f"{run.path} was reformed with other settings ({prev['method']}, {prev['n_samples']} x "
+                         f"{prev['seq_len']}); reform all rows again (no --ids) or with the same settings")
+    t_all = time.perf_counter()
+    for idx in tqdm(rows, desc=f"reform {run.path.name}", disable=not progress):
+        subnet = Subnet.from_json(df.at[idx, "subnet"])
+        t0 = time.perf_counter()
+        model_r = reform(model, ranking.resolve(subnet), calib.to(device), method, rho=rho, iters=iters, damp=damp,
+                         batch_size=batch_size, subnet=subnet, progress=progress)
+        df.at[idx, "reform_time_s"] = time.perf_counter() - t0
+        ppl = None
+        for n in objectives:
+            if _kind(n) == "quality":
+                ppl = perplexity(model_r, score_ids.to(device), batch_size=batch_size) if ppl is None else ppl
+                df.at[idx, f"{n}_reformed"] = ppl if math.isfinite(ppl) else float("inf")
+            elif _kind(n) == "shape" and n in df.columns:
+                df.at[idx, f"{n}_reformed"] = df.at[idx, n]
+        df.at[idx, "reformed"] = True
+        del model_r
+    run.write_table(df)
+    settings["reform"] = {**rs, "rescored_on": cal, "rows": int(df["reformed"].sum()), "time_s": round(time.perf_counter() - t_all, 2),
+                          "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                          "command": command or "nas-llm reform " + " ".join(sys.argv[2:])}
+    run.write_settings(settings)
+    return df
 
 
 def reform_for_run(run_dir: str | Path, subnet: Any, model: nn.Module, tokenizer: Any, progress: bool = True) -> nn.Module:
@@ -232,9 +125,6 @@ def reform_for_run(run_dir: str | Path, subnet: Any, model: nn.Module, tokenizer
 
     Raises ``ValueError`` if the run was never reformed (``nas-llm reform RUN`` stores the settings).
     """
-    from .data import calibration_batch
-    from .run import Run
-
     run = Run(run_dir)
     s = run.settings().get("reform")
     if not s:
@@ -248,5 +138,5 @@ def reform_for_run(run_dir: str | Path, subnet: Any, model: nn.Module, tokenizer
                   damp=s.get("damp", DEFAULT_DAMP), batch_size=s.get("batch_size", 8), subnet=subnet, progress=progress)
 
 
-__all__ = ["METHODS", "CPU_CALIBRATION", "GPU_CALIBRATION", "default_calibration", "admm", "closed_form", "bias_shift",
-           "reconstruction_error", "solve", "reform", "reform_settings", "reform_for_run"]
+__all__ = ["METHODS", "reform", "reform_run", "reform_for_run", "default_calibration", "admm", "closed_form", "bias_shift",
+           "reconstruction_error", "solve"]

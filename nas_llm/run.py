@@ -18,14 +18,15 @@ Writes are atomic (temp file + rename) so a killed process never leaves a torn t
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from nas_llm.model.atomic import atomic_path, atomic_write_text
 from search_spaces import Ranking, Subnet
+
+EXPORTS_FILE = "exports.json"  # [{id, out, reformed}]: where each row was exported, so the report finds its eval.json
 
 
 def to_builtin(v: Any) -> Any:
@@ -39,18 +40,6 @@ def to_builtin(v: Any) -> Any:
     if isinstance(v, np.floating):
         return float(v)
     return v
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Run:
@@ -98,12 +87,10 @@ class Run:
     def write_table(self, df: pd.DataFrame) -> None:
         atomic_write_text(self.table_file, df.to_csv(index=False))
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".evaluations.parquet.")
-            os.close(fd)
-            df.to_parquet(tmp, index=False)
-            os.replace(tmp, self.path / "evaluations.parquet")
+            with atomic_path(self.path / "evaluations.parquet") as tmp:
+                df.to_parquet(tmp, index=False)
         except (ImportError, ValueError):
-            Path(tmp).unlink(missing_ok=True)
+            pass
 
     def subnet(self, row_id: int) -> Subnet:
         df = self.table()

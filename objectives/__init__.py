@@ -1,7 +1,7 @@
 """Objectives: what a search minimises or constrains. The plug-in point for users."""
 from .base import OBJECTIVES, Constraint, Context, FunctionObjective, Objective, checked_score, get_objective
 from .params import KVCacheBytes, Params, ParamsRatio, WeightBytes
-from .registry import Registry, import_path
+from search_spaces.registry import Registry, import_path
 from .latency import Latency, LatencyResult, measure_interleaved, measure_latency
 from .perplexity import Perplexity, ReformedPerplexity, perplexity_of
 from .predictors import (PREDICTORS, LatencyLUT, LatencyPredictor, LatencyRoofline, LookupTablePredictor,

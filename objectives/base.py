@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from search_spaces import Plan, Ranking, Subnet, SubnetSpace
 
-from .registry import Registry
+from search_spaces.registry import Registry
 
 
 @dataclass
@@ -50,13 +50,13 @@ class Context:
 
     @contextmanager
     def masked(self, subnet: Subnet) -> Iterator[nn.Module]:
-        from nas_llm.masking import masked
+        from nas_llm.model.masking import masked
 
         with masked(self.model, self.plan(subnet)) as m:
             yield m
 
     def sliced(self, subnet: Subnet) -> nn.Module:
-        from nas_llm.slicing import slice_model
+        from nas_llm.model.slicing import slice_model
 
         return slice_model(self.model, self.plan(subnet), subnet=subnet)
 

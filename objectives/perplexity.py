@@ -1,6 +1,6 @@
 """Calibration perplexity of a subnet, fast enough to score thousands of candidates.
 
-``N`` windows of ``L`` tokens are drawn from a text with a seed (``nas_llm.data.calibration_batch``),
+``N`` windows of ``L`` tokens are drawn from a text with a seed (``nas_llm.model.data.calibration_batch``),
 so a value is reproducible bit for bit. Two things make a candidate cheap:
 
 * **prefix reuse** -- the dense model's hidden states at layer boundaries are cached once per
@@ -35,7 +35,7 @@ from .base import OBJECTIVES, Context, Objective
 
 def perplexity_of(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 4) -> float:
     """Perplexity of an already-built (e.g. sliced or exported) model on ``[n, L]`` token windows."""
-    from nas_llm.metrics import perplexity
+    from nas_llm.model.metrics import perplexity
 
     return perplexity(model, input_ids, batch_size)
 
@@ -66,8 +66,8 @@ def _patched(model: nn.Module, plan: Plan, start: int, first: int, inject: dict,
     restored on exit.
     """
     weights = weights or {}
-    from nas_llm.masking import head_channels, kv_channels
-    from nas_llm.slicing import _sliced_linear
+    from search_spaces.plan import head_channels, kv_channels
+    from nas_llm.model.slicing import _sliced_linear
 
     fam = get_family(model)
     dims = fam.dims(model.config)
@@ -190,7 +190,7 @@ class Perplexity(Objective):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 < fidelity <= 1:
             raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
-        from nas_llm.data import resolve_source
+        from nas_llm.model.data import resolve_source
 
         resolve_source(source)  # a missing file fails here, with the accepted forms in the message
         self.source, self.n_samples, self.seq_len, self.seed = str(source), n_samples, seq_len, seed
@@ -212,7 +212,7 @@ class Perplexity(Objective):
         return (self.name, id(ctx.model), self.source, self.n_samples, self.seq_len, self.seed)
 
     def ids(self, ctx: Context) -> torch.Tensor:
-        from nas_llm.data import calibration_batch
+        from nas_llm.model.data import calibration_batch
 
         k = self._key(ctx) + ("ids",)
         if k not in ctx.cache:
@@ -236,7 +236,7 @@ class Perplexity(Objective):
 
     def naive(self, subnet: Subnet, ctx: Context) -> float:
         """The reference: masked dense model, all layers, same windows."""
-        from nas_llm.metrics import nll_sum
+        from nas_llm.model.metrics import nll_sum
 
         ids = self.ids(ctx)[: self.rows]
         with ctx.masked(subnet) as m:
@@ -282,8 +282,8 @@ class Perplexity(Objective):
 def dense_grams(model: nn.Module, ids: torch.Tensor, batch_size: int = 8, progress: bool = False) -> dict[tuple[int, str], torch.Tensor]:
     """``H = X X^T`` (float64) of the dense model's input to every layer's ``o_proj`` (``"o"``) and
     ``down_proj`` (``"down"``): the maps whose *input* channels a subnet cuts, i.e. the ones reformation refits.
-    One dense pass of ``nas_llm.importance.collect_stats`` (which always records these two Grams)."""
-    from nas_llm.importance import collect_stats
+    One dense pass of ``nas_llm.model.importance.collect_stats`` (which always records these two Grams)."""
+    from nas_llm.model.importance import collect_stats
 
     stats = collect_stats(model, ids, batch_size=batch_size, hessian=False, progress=progress)
     return {(i, role): st.H[role] for i, st in enumerate(stats) for role in ("o", "down")}
@@ -304,7 +304,7 @@ class ReformedPerplexity(Perplexity):
     widths, so ranking subnets by their *un-reformed* perplexity picks ones that lose once reformed
     (measured on SmolLM2: the search's 80% pick beat uniform Wanda-sp before reformation and lost to it
     after). Here each kept ``o_proj``/``down_proj`` with cut inputs gets the exact least-squares weights
-    ``W'_K = W Hd[:, K] Hd[K, K]^-1`` (``nas_llm.solvers.closed_form``) with ``H = X X^T`` of the *dense*
+    ``W'_K = W Hd[:, K] Hd[K, K]^-1`` (``nas_llm.model.solvers.closed_form``) with ``H = X X^T`` of the *dense*
     model's inputs on the reformation windows -- the final reformation minus its sequential part, so
     a map's reformed weights depend only on its own kept channels and are cached per
     (layer, map, kept channels): the optimiser proposes the same per-layer widths again and again.
@@ -325,7 +325,7 @@ class ReformedPerplexity(Perplexity):
         if (reform_samples, reform_seq_len, reform_seed) == (n_samples, seq_len, seed):
             raise ValueError("the scored windows equal the reformation windows (same samples, length and seed); "
                              "give the perplexity a different seed, e.g. seed=reform_seed + 1")
-        from nas_llm.solvers import DEFAULT_DAMP
+        from nas_llm.model.solvers import DEFAULT_DAMP
 
         self.reform_samples, self.reform_seq_len, self.reform_seed = reform_samples, reform_seq_len, reform_seed
         self.damp = DEFAULT_DAMP if damp is None else float(damp)
@@ -337,7 +337,7 @@ class ReformedPerplexity(Perplexity):
         return super()._key(ctx) + (self.reform_samples, self.reform_seq_len, self.reform_seed, self.damp)
 
     def grams(self, ctx: Context) -> dict[tuple[int, str], torch.Tensor]:
-        from nas_llm.data import calibration_batch
+        from nas_llm.model.data import calibration_batch
 
         k = ("dense_grams", id(ctx.model), self.source, self.reform_samples, self.reform_seq_len, self.reform_seed)
         if k not in ctx.cache:
@@ -357,7 +357,7 @@ class ReformedPerplexity(Perplexity):
 
     def reformed(self, ctx: Context, layer: int, role: str, kept: list[int]) -> torch.Tensor:
         """Reformed weight of one map, already cut to ``kept`` columns (cached)."""
-        from nas_llm.solvers import closed_form
+        from nas_llm.model.solvers import closed_form
 
         cache = self._weights(ctx)
         key = (layer, role, tuple(kept))
@@ -370,7 +370,7 @@ class ReformedPerplexity(Perplexity):
         return w
 
     def weights_for(self, plan: Plan, first: int, ctx: Context) -> dict:
-        from nas_llm.masking import head_channels
+        from search_spaces.plan import head_channels
 
         dims = get_family(ctx.model).dims(ctx.model.config)
         out: dict = {}
@@ -385,7 +385,7 @@ class ReformedPerplexity(Perplexity):
 
     def naive(self, subnet: Subnet, ctx: Context) -> float:
         """The reference: a physically sliced copy with the reformed weights written in, all layers."""
-        from nas_llm.metrics import nll_sum
+        from nas_llm.model.metrics import nll_sum
 
         plan = ctx.plan(subnet)
         small = ctx.sliced(subnet)

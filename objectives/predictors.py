@@ -37,7 +37,7 @@ from search_spaces import Ranking, Subnet, SubnetSpace, get_family
 
 from .base import OBJECTIVES, Context, Objective, finite_float
 from .latency import _check, _device_name, measure_interleaved, resolve_device, resolve_dtype
-from .registry import Registry
+from search_spaces.registry import Registry
 
 PREDICTORS: Registry = Registry("latency predictor")
 
@@ -99,7 +99,7 @@ def checked_predict(pred: "LatencyPredictor | Callable", subnet: Subnet) -> floa
 def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
-    from nas_llm.loading import cache_dir as default
+    from nas_llm.model.loading import cache_dir as default
 
     return default() / "latency"
 
@@ -232,7 +232,7 @@ class LookupTablePredictor(LatencyPredictor):
         def sliced(g: int, n: int) -> Callable[[], nn.Module]:
             if g == G and n == I:
                 return lambda: probe
-            from nas_llm.slicing import slice_model
+            from nas_llm.model.slicing import slice_model
 
             return lambda: slice_model(probe, rank.resolve(pspace.uniform(g, n)))
 
@@ -247,7 +247,7 @@ class LookupTablePredictor(LatencyPredictor):
         builders["full"], body["full"] = (lambda: target), False
         odd = list(range(1, L, 2))
         if odd:
-            from nas_llm.slicing import slice_model
+            from nas_llm.model.slicing import slice_model
             from search_spaces import Ranking as _R
 
             half = space.uniform(drop=odd)
@@ -439,7 +439,7 @@ def validate_predictors(model: nn.Module, predictors: dict[str, LatencyPredictor
     ``stat`` is the per-round statistic of the measurement (see :func:`objectives.latency.measure_interleaved`);
     compare a table built with the same one.
     """
-    from nas_llm.slicing import slice_model
+    from nas_llm.model.slicing import slice_model
 
     from .latency import mape, spearman
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch.nn as nn
 
+from .registry import Registry
+
 
 @dataclass(frozen=True)
 class Family:
@@ -112,17 +114,13 @@ def _get(obj: Any, path: str) -> Any:
     return obj
 
 
-_REGISTRY: dict[str, Family] = {}
+FAMILIES: Registry = Registry("family")
 
 
 def register_family(family: Family) -> Family:
     """Make a family known to the engine; returns it so a module can keep a name for it."""
-    _REGISTRY[family.name] = family
+    FAMILIES.add(family.name, family)
     return family
-
-
-def families() -> dict[str, Family]:
-    return dict(_REGISTRY)
 
 
 def get_family(model_or_config: Any) -> Family:
@@ -132,10 +130,10 @@ def get_family(model_or_config: Any) -> Family:
     if hasattr(model_or_config, "config"):
         archs.insert(0, type(model_or_config).__name__)
     model_type = getattr(config, "model_type", None)
-    for fam in _REGISTRY.values():
+    for _, fam in FAMILIES.items():
         if model_type in fam.model_types or any(a in fam.architectures for a in archs):
             return fam
-    supported = sorted(a for f in _REGISTRY.values() for a in f.architectures)
+    supported = sorted(a for _, f in FAMILIES.items() for a in f.architectures)
     raise NotImplementedError(
         f"unsupported architecture {archs[0] if archs else type(config).__name__!r} "
         f"(model_type={model_type!r}); supported: {', '.join(supported)}. "

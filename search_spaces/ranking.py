@@ -1,6 +1,6 @@
 """Which heads and neurons survive for a given count: an importance order per layer.
 
-A ``Ranking`` is computed once from calibration data (``nas_llm.importance``) and turns any
+A ``Ranking`` is computed once from calibration data (``nas_llm.model.importance``) and turns any
 ``Subnet`` (counts) into a ``Plan`` (concrete kept indices) by keeping the top-k.
 """
 from __future__ import annotations
@@ -11,28 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .plan import LayerPlan, Plan
 from .subnet import Subnet, SubnetError
-
-
-@dataclass(frozen=True)
-class LayerPlan:
-    keep: bool
-    kv_groups: tuple[int, ...]  # kept KV group indices, ascending
-    neurons: tuple[int, ...]  # kept MLP neuron indices, ascending
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A subnet resolved to concrete indices: what masking and slicing consume."""
-
-    layers: tuple[LayerPlan, ...]
-
-    def to_dict(self) -> dict:
-        return {"layers": [{"keep": p.keep, "kv_groups": list(p.kv_groups), "neurons": list(p.neurons)} for p in self.layers]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
-        return cls(tuple(LayerPlan(bool(p["keep"]), tuple(p["kv_groups"]), tuple(p["neurons"])) for p in d["layers"]))
 
 
 @dataclass

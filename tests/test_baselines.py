@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from nas_llm import baselines as B
-from nas_llm.masking import head_channels, masked
-from nas_llm.slicing import slice_model
+from nas_llm.model.masking import masked
+from search_spaces.plan import head_channels
+from nas_llm.model.slicing import slice_model
 from search_spaces import SubnetSpace, get_family
 from tiny import tiny_model
 

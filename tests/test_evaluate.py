@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nas_llm.evaluate import perplexities, zeroshot
-from nas_llm.tasks import ALL_TASKS, TASKS, default_data_dir, parse_tasks, prepare
+from nas_llm.evaluate.tasks import ALL_TASKS, TASKS, default_data_dir, parse_tasks, prepare
 from test_select import char_tokenizer
 
 DATA = default_data_dir()
@@ -121,7 +121,7 @@ def test_all_seven_tasks_run(tiny_lm, monkeypatch):
 def test_perplexity_matches_hand_computation(tiny_lm):
     model, tok = tiny_lm
     res = perplexities(model, tok, ["wikitext2-test"], seq_len=32, max_windows=3, batch_size=2)["wikitext2-test"]
-    from nas_llm.data import eval_windows
+    from nas_llm.model.data import eval_windows
 
     ids = eval_windows(tok, "wikitext2-test", 32, 3)
     nll = 0.0
@@ -171,7 +171,7 @@ def test_shared_prefix_lm_equals_hflm(tiny_lm):
     lm-eval's own batched full-sequence implementation), including left truncation and 1-token answers."""
     from lm_eval.models.huggingface import HFLM
 
-    from nas_llm.shared_prefix_lm import SharedPrefixLM
+    from nas_llm.evaluate.shared_prefix_lm import SharedPrefixLM
 
     model, tok = tiny_lm
     ref = HFLM(pretrained=model, tokenizer=tok, batch_size=3, device="cpu")

@@ -71,7 +71,7 @@ def test_load_model_routes_export_folders(sliced, tmp_path):
 
 
 def test_extra_bias_from_compensation_roundtrips(sliced, tmp_path):
-    from nas_llm.slicing import mark_nonstock
+    from nas_llm.model.slicing import mark_nonstock
 
     down = sliced.model.layers[0].mlp.down_proj
     down.bias = torch.nn.Parameter(torch.randn(down.out_features))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nas_llm import load_subnet, masked
-from nas_llm.export_cli import export_pick
+from nas_llm.deploy import export_pick
 from nas_llm.run import Run
 from nas_llm.select import pick
 from test_evaluate import NetworkGuard

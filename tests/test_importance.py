@@ -4,8 +4,8 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from nas_llm.importance import collect_stats, compute_scores, hinv_diag, importance_ranking, scores_from_stats
-from nas_llm.masking import head_channels, kv_channels
+from nas_llm.model.importance import collect_stats, compute_scores, hinv_diag, importance_ranking, scores_from_stats
+from search_spaces.plan import head_channels, kv_channels
 from search_spaces import get_family
 
 

@@ -126,7 +126,7 @@ def test_fidelity_uses_a_prefix_of_the_same_windows(ctx, text_file):
     assert v == pytest.approx(low.naive(s, ctx), rel=1e-5)
     ref = Perplexity(text_file, n_samples=6, seq_len=16, batch_size=4, fast=False)
     ids = ref.ids(ctx)[:3]
-    from nas_llm.metrics import nll_sum
+    from nas_llm.model.metrics import nll_sum
 
     with ctx.masked(s) as m:
         tot, cnt = nll_sum(m, ids)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nas_llm.masking import head_channels
-from nas_llm.solvers import closed_form
+from search_spaces.plan import head_channels
+from nas_llm.model.solvers import closed_form
 from objectives import Perplexity, ReformedPerplexity, get_objective
 from objectives.testing import ObjectiveTestSuite
 from test_perplexity import make_ctx, text_file  # noqa: F401  (same tiny context and calibration text fixture)
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def reference_ppl(ctx, obj: ReformedPerplexity, subnet) -> float:
     """Hand-built: X of the dense model recorded with plain hooks, X X^T, closed form, written into a
     sliced copy, cross-entropy by log-softmax."""
-    from nas_llm.data import calibration_batch
+    from nas_llm.model.data import calibration_batch
 
     model, fam_dims = ctx.model, ctx.space.dims
     layers = model.model.layers
@@ -116,7 +116,7 @@ def test_errors_and_registry(text_file):
 def test_search_cli_scores_reformed_ppl_off_the_reformation_windows():
     import argparse
 
-    from nas_llm.search.cli import add_arguments, objective_args
+    from nas_llm.cli.search import add_arguments, objective_args
 
     p = argparse.ArgumentParser()
     add_arguments(p)

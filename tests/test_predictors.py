@@ -67,7 +67,7 @@ def fake_device(monkeypatch):
 
 
 def sliced_time(model, space, subnet) -> float:
-    from nas_llm.slicing import slice_model
+    from nas_llm.model.slicing import slice_model
 
     d = space.dims
     rank = Ranking.identity(d.num_layers, d.num_kv_heads, d.intermediate)

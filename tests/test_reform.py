@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from nas_llm import export, load_subnet, masked, slice_model
-from nas_llm.importance import collect_stats
-from nas_llm.masking import head_channels
+from nas_llm.model.importance import collect_stats
+from search_spaces.plan import head_channels
 from nas_llm.reform import admm, bias_shift, closed_form, reconstruction_error, reform, reform_for_run
 from nas_llm.run import Run
 from search_spaces import LayerPlan, Plan, Ranking, SubnetSpace, get_family
@@ -139,7 +139,7 @@ def _ids(n=6, L=24, seed=0):
 
 
 def _brute_force_sequential(model, plan, ids, damp=0.01):
-    """Independent reference: after each map is reformed, recollect statistics with nas_llm.importance."""
+    """Independent reference: after each map is reformed, recollect statistics with nas_llm.model.importance."""
     fam = get_family(model)
     d = fam.dims(model.config)
     ref = copy.deepcopy(model)
@@ -247,7 +247,7 @@ def test_none_equals_slicing_and_bad_method():
 
 
 class CharTokenizer:
-    """Enough of a tokenizer for nas_llm.data.calibration_batch on the tiny vocab."""
+    """Enough of a tokenizer for nas_llm.model.data.calibration_batch on the tiny vocab."""
 
     def __call__(self, text, return_tensors=None):
         return {"input_ids": [ord(c) % 128 for c in text]}
@@ -273,9 +273,9 @@ def _make_run(tmp_path: Path, model) -> Run:
 
 
 def test_reform_run_and_reproduce(tmp_path):
-    from nas_llm.reform_cli import reform_run
-    from nas_llm.data import calibration_batch
-    from nas_llm.metrics import perplexity
+    from nas_llm.reform import reform_run
+    from nas_llm.model.data import calibration_batch
+    from nas_llm.model.metrics import perplexity
 
     model, tok = tiny_model("llama-gqa"), CharTokenizer()
     run = _make_run(tmp_path, model)
@@ -298,7 +298,7 @@ def test_reform_run_and_reproduce(tmp_path):
 
 
 def test_reform_run_only_some_ids(tmp_path):
-    from nas_llm.reform_cli import reform_run
+    from nas_llm.reform import reform_run
 
     model, tok = tiny_model("llama-gqa"), CharTokenizer()
     run = _make_run(tmp_path, model)
@@ -328,8 +328,8 @@ def test_reform_for_run_needs_settings(tmp_path):
 
 @pytest.mark.smollm2
 def test_smollm2_reform_lowers_calibration_ppl(smollm2):
-    from nas_llm.data import calibration_batch
-    from nas_llm.metrics import perplexity
+    from nas_llm.model.data import calibration_batch
+    from nas_llm.model.metrics import perplexity
 
     model, tok = smollm2
     space = SubnetSpace.from_model(model)

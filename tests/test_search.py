@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nas_llm.front import pareto_mask
-from nas_llm.metrics import perplexity
+from nas_llm.model.metrics import perplexity
 from nas_llm.search import SearchProblem, run_optuna, run_pymoo, run_random
 from nas_llm.search.population import initial_population
 from nas_llm.search.problem import check_objective_matrix
@@ -256,7 +256,7 @@ def test_pareto_mask_used_by_result_matches_front_module():
 
 def test_size_constrained_search_seeds_inside_the_band():
     """A params_ratio constraint moves the seeds into the band (and keeps the ceil-heads uniform seed)."""
-    from nas_llm.search.cli import seed_ratios
+    from nas_llm.cli.search import seed_ratios
     from nas_llm.search.population import ratios_within, seeds
     from objectives import Constraint
 

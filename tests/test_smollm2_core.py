@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from nas_llm import SubnetSpace, export, load_subnet, masked, slice_model
-from nas_llm.data import calibration_batch, eval_windows
-from nas_llm.importance import compute_scores
-from nas_llm.metrics import perplexity
+from nas_llm.model.data import calibration_batch, eval_windows
+from nas_llm.model.importance import compute_scores
+from nas_llm.model.metrics import perplexity
 from search_spaces import Subnet
 
 pytestmark = pytest.mark.smollm2

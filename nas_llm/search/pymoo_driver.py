@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from nas_llm.run import Run, atomic_write_text
+from nas_llm.model.atomic import atomic_write_text
+from nas_llm.run import Run
 
 from .population import initial_population
 from .problem import SearchProblem, check_objective_matrix

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from nas_llm.front import hypervolume, pareto_mask, reference_point
-from nas_llm.run import Run, atomic_write_text
+from nas_llm.model.atomic import atomic_write_text
+from nas_llm.run import Run
 from search_spaces import Subnet
 
 

@@ -1,34 +1,33 @@
-"""``nas-llm export runs/NAME --pick ID|knee --out DIR``: ship one point of a run as a smaller HF model folder.
+"""Deploy one point of a run (``nas-llm export runs/NAME --pick ID|knee --out DIR``) of a run as a smaller HF model folder.
 
 The folder holds safetensors weights loadable by stock transformers classes (``nas_llm.load_subnet``),
 the tokenizer, ``subnet.json`` (the subnet, its plan, the run's measured values) and a README model card.
 When the run was reformed (``run.json["reform"]``) the reformed weights are exported, reproduced by
-``nas_llm.reform.reform_for_run``; otherwise the dense weights are sliced. Writing goes through
-``nas_llm.export.export`` (temp folder + rename), so a failure leaves nothing half-written.
+``nas_llm.model.reform.reform_for_run``; otherwise the dense weights are sliced. Writing goes through
+``nas_llm.model.export.export`` (temp folder + rename), so a failure leaves nothing half-written.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
-from .run import Run, atomic_write_text
-from .select import Selection, label, pick
+from nas_llm.model.atomic import atomic_write_text
+from nas_llm.model.export import SUBNET_FILE, ExportError, export, is_subnet_dir, load_subnet  # noqa: F401 (re-exported)
+from nas_llm.run import EXPORTS_FILE, Run
+from nas_llm.select import Selection, label, pick
 
-EXPORTS_FILE = "exports.json"  # in the run folder: [{id, out, reformed}], how `nas-llm report` finds each export's eval.json
 
 
 def build_model(run: Run, sel: Selection, model: nn.Module | None = None, tokenizer: Any = None) -> tuple[nn.Module, Any, bool]:
     """``(sliced model, tokenizer, reformed?)`` for the chosen row; loads the run's model unless given."""
     from search_spaces import Subnet
 
-    from .loading import load_model
-    from .slicing import slice_model
+    from nas_llm.model.loading import load_model
+    from nas_llm.model.slicing import slice_model
 
     settings = run.settings()
     if model is None:
@@ -37,7 +36,7 @@ def build_model(run: Run, sel: Selection, model: nn.Module | None = None, tokeni
         model, tokenizer = load_model(settings["model"])
     subnet = Subnet.from_json(sel.row["subnet"])
     if settings.get("reform"):
-        from .reform import reform_for_run
+        from nas_llm.reform import reform_for_run
 
         return reform_for_run(run.path, subnet, model, tokenizer), tokenizer, True
     plan = run.ranking().resolve(subnet)
@@ -106,8 +105,6 @@ def model_card(run: Run, sel: Selection, reformed: bool, params: int, command: s
 def export_pick(run: Run | str | Path, spec: str | int, out: str | Path, overwrite: bool = False, model: nn.Module | None = None,
                 tokenizer: Any = None, command: str | None = None) -> Path:
     """Python entry point: export row ``spec`` (id or 'knee') of ``run`` to ``out``; returns the folder."""
-    from .export import export
-
     run = run if isinstance(run, Run) else Run(run)
     run.require()
     out = Path(out)
@@ -144,18 +141,4 @@ def record_export(run: Run, row_id: int, out: Path, reformed: bool) -> None:
     atomic_write_text(f, json.dumps(entries, indent=1))
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run folder (runs/NAME)")
-    p.add_argument("--pick", required=True, help="row id (see the report's front table) or 'knee'")
-    p.add_argument("--out", required=True, help="output folder for the model")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-
-
-def main(args: argparse.Namespace) -> int:
-    cmd = "nas-llm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["export"] else None
-    out = export_pick(args.run, args.pick, args.out, overwrite=args.overwrite, command=cmd)
-    print(f"exported to {out}\n  evaluate it: nas-llm evaluate {shlex.quote(str(out))} --limit 100")
-    return 0
-
-
-__all__ = ["EXPORTS_FILE", "build_model", "export_pick", "model_card", "record_export"]
+__all__ = ["EXPORTS_FILE", "ExportError", "build_model", "export", "export_pick", "load_subnet", "model_card", "record_export"]

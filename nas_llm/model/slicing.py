@@ -16,7 +16,7 @@ import torch.nn as nn
 from search_spaces import Plan, get_family
 from search_spaces.family import Family, ModelDims
 
-from .masking import check_plan, head_channels, kv_channels
+from search_spaces.plan import check_plan, head_channels, kv_channels
 
 FORMAT_VERSION = 1
 

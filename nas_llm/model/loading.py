@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .atomic import atomic_dir
 
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     # name: (python package, gguf file inside it)
@@ -68,17 +68,9 @@ def _gguf_cached(path: Path, dtype: torch.dtype):
     target = cache_dir() / "models" / f"{path.stem}-{key}"
     if not (target / "config.json").is_file():
         model, tok = _from_gguf(path, torch.float32)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-        try:
+        with atomic_dir(target) as tmp:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return model.to(dtype), tok
     model = AutoModelForCausalLM.from_pretrained(str(target), dtype=dtype)
     return model, AutoTokenizer.from_pretrained(str(target))

@@ -6,9 +6,6 @@ leaves a half-written model where the user asked for one.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ import torch.nn as nn
 
 from search_spaces import get_family
 
+from .atomic import atomic_dir
 from .slicing import layer_record, resize_layer
 
 SUBNET_FILE = "subnet.json"
@@ -42,9 +40,7 @@ def export(model: nn.Module, out_dir: str | Path, tokenizer: Any = None, overwri
         raise FileExistsError(f"{out} exists and is not a folder")
     if _is_nonempty_dir(out) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -56,16 +52,6 @@ def export(model: nn.Module, out_dir: str | Path, tokenizer: Any = None, overwri
         (tmp / SUBNET_FILE).write_text(json.dumps(info, indent=1))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

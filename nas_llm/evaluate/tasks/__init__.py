@@ -26,7 +26,7 @@ ALL_TASKS = list(TASKS)
 
 
 def default_data_dir() -> Path:
-    from nas_llm.data import data_dir
+    from nas_llm.model.data import data_dir
 
     return data_dir() / "zeroshot"
 

@@ -2,7 +2,7 @@
 
 Perplexity uses the GPTQ/Wanda/FLAP protocol (consecutive non-overlapping windows of the *test* split).
 Zero-shot accuracy runs lm-eval's ``HFLM`` on the already loaded model with the task YAMLs shipped in
-:mod:`nas_llm.tasks`, which read local files; ``HF_DATASETS_OFFLINE``/``HF_HUB_OFFLINE`` are set so a
+:mod:`nas_llm.evaluate.tasks`, which read local files; ``HF_DATASETS_OFFLINE``/``HF_HUB_OFFLINE`` are set so a
 missing file fails loudly instead of silently downloading. Results go to ``DIR/eval.json``, which
 ``nas-llm report`` picks up.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .run import atomic_write_text
+from nas_llm.model.atomic import atomic_write_text
 from .tasks import ALL_TASKS, TASKS, parse_tasks, prepare
 
 EVAL_FILE = "eval.json"
@@ -55,8 +55,8 @@ def perplexities(model, tokenizer, sources: list[str] | tuple[str, ...] = DEFAUL
     """Perplexity per text source over ``[n, seq_len]`` windows; ``max_windows`` caps n (for quick runs)."""
     from tqdm.auto import tqdm
 
-    from .data import eval_windows
-    from .metrics import nll_sum
+    from nas_llm.model.data import eval_windows
+    from nas_llm.model.metrics import nll_sum
 
     limit = _max_positions(model)
     if limit is not None and seq_len > limit:
@@ -77,7 +77,7 @@ def zeroshot(model, tokenizer, tasks: list[str] | str | None = None, limit: int 
     """Zero-shot accuracy via lm-eval on the local task files: ``{task: {acc, acc_stderr, acc_norm?, n}}``.
 
     ``shared_prefix`` scores the answer choices of one question on a single forward of their shared
-    context (:class:`nas_llm.shared_prefix_lm.SharedPrefixLM`); ``False`` uses lm-eval's plain ``HFLM``.
+    context (:class:`nas_llm.evaluate.shared_prefix_lm.SharedPrefixLM`); ``False`` uses lm-eval's plain ``HFLM``.
     """
     go_offline()
     names = parse_tasks(tasks)
@@ -131,44 +131,6 @@ def evaluate(model, tokenizer, *, ppl_sources: list[str] | tuple[str, ...] = DEF
     result["zeroshot_mean"] = mean_accuracy(result["zeroshot"])
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
-
-
-# -- CLI ----------------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="exported model folder (nas-llm export), any local HF folder, or a built-in name (smollm2-135m)")
-    p.add_argument("--seq-len", type=int, default=2048, help="perplexity window length in tokens (default 2048)")
-    p.add_argument("--max-windows", type=int, default=None, help="use at most this many windows per perplexity set (quick runs)")
-    p.add_argument("--ppl", default=",".join(DEFAULT_PPL),
-                   help="comma-separated perplexity texts (bundled names or file paths), or 'none' (default %(default)s)")
-    p.add_argument("--tasks", default="all", help=f"zero-shot tasks: 'all', 'none', or a comma list of {', '.join(ALL_TASKS)}")
-    p.add_argument("--limit", type=float, default=None, help="items per zero-shot task (an int; a float < 1 is a fraction) for quick runs")
-    p.add_argument("--data-dir", default=None, help="folder with the zero-shot jsonl files (default: <shared data>/zeroshot)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--out", default=None, help=f"JSON output (default: MODEL/{EVAL_FILE}; required for a built-in name)")
-
-
-def main(args: argparse.Namespace) -> int:
-    from .loading import load_model
-
-    go_offline()
-    model_path = Path(args.model).expanduser()
-    out = Path(args.out) if args.out else (model_path / EVAL_FILE if model_path.is_dir() else None)
-    if out is None:
-        raise ValueError(f"{args.model} is not a folder, so there is nowhere beside it to write {EVAL_FILE}; pass --out FILE.json")
-    if args.seq_len < 2:
-        raise ValueError(f"--seq-len must be >= 2, got {args.seq_len}")
-    tasks = None if args.tasks.strip().lower() == "none" else parse_tasks(args.tasks)
-    ppl = [] if args.ppl.strip().lower() == "none" else [s.strip() for s in args.ppl.split(",") if s.strip()]
-    limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
-    model, tok = load_model(str(args.model))
-    res = evaluate(model, tok, ppl_sources=ppl, seq_len=args.seq_len, max_windows=args.max_windows, tasks=tasks,
-                   limit=limit, data_dir=args.data_dir, batch_size=args.batch_size)
-    res = {"model": str(args.model), **res, "command": "nas-llm " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else None,
-           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    atomic_write_text(out, json.dumps(res, indent=1))
-    print(format_result(res))
-    print(f"wrote {out}")
-    return 0
 
 
 def format_result(res: dict[str, Any]) -> str:

@@ -5,9 +5,9 @@
 - :func:`admm` -- the paper's Theorem 3.1 iteration (projection onto the KEPT columns);
 - :func:`closed_form` -- the exact answer ``W'_K = W H[:, K] H[K, K]^-1`` (damped), reference and fast path.
 
-Their own module because two stages use them: :mod:`nas_llm.reform` (the final, sequential
+Their own module because two stages use them: :mod:`nas_llm.model.reform` (the final, sequential
 reformation of a chosen subnet) and :mod:`objectives.perplexity` (the ``perplexity_reformed``
-objective refits every candidate during the search). Damping is described in :mod:`nas_llm.reform`.
+objective refits every candidate during the search). Damping is described in :mod:`nas_llm.model.reform`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-DEFAULT_DAMP = 0.01  # added to diag(H / mean(diag H)); the same relative damping as nas_llm.importance
+DEFAULT_DAMP = 0.01  # added to diag(H / mean(diag H)); the same relative damping as nas_llm.model.importance
 # ADMM penalty in units of the Jacobi-scaled H (unit diagonal). Measured on SmolLM2 o/down maps (layers 0/10/29,
 # 40% of channels cut, 16 x 256 tokens): after 30 iterations the reconstruction error is within 0.1-1.2% of the
 # exact optimum with rho = 0.1 and within 0.1-11% with rho = 1; without the scaling, 2-44%.

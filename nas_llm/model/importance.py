@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from search_spaces import Ranking, get_family
 from search_spaces.family import ModelDims
 
-from .masking import head_channels, kv_channels
+from search_spaces.plan import head_channels, kv_channels
 
 METHODS = ("obs", "magnitude", "wanda", "flap")
 DEFAULT_DAMP = 0.01  # fraction of mean(diag H) added to the diagonal before inverting (SparseGPT's choice)

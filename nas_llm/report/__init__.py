@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .export_cli import EXPORTS_FILE
-from .run import Run, atomic_write_text
-from .select import Objectives, by_knee, front_mask, full_fidelity, label, load
+
+from nas_llm.model.atomic import atomic_write_text
+from nas_llm.run import EXPORTS_FILE, Run
+from nas_llm.select import Objectives, by_knee, front_mask, full_fidelity, label, load
 
 POINTS_META = "subnets"  # every trace whose meta is this holds evaluated subnets, one point each
 BASELINE_PREFIXES = ("baseline", "uniform", "dense")
@@ -319,7 +320,7 @@ def hypervolume_history(d: RunData) -> pd.DataFrame:
         h = pd.read_csv(f)
         if not h.empty and {"evaluations", "hypervolume"} <= set(h.columns):
             return h
-    from .front import hypervolume, reference_point
+    from nas_llm.front import hypervolume, reference_point
 
     rows = d.df[d.plotted].sort_values("id")
     F = rows[d.obj.names].to_numpy(float)
@@ -545,19 +546,6 @@ def write_report(run: Run | str | Path, out: str | Path | None = None, row_id: i
     path = Path(out) if out else run.path / "report.html"
     atomic_write_text(path, build_html(run, row_id))
     return path
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run folder (runs/NAME)")
-    p.add_argument("--out", default=None, help="HTML file to write (default RUN/report.html)")
-    p.add_argument("--pick", type=int, default=None,
-                   help="row id shown first in the per-layer picture (default: the fastest front member within 2x the best perplexity)")
-
-
-def main(args: argparse.Namespace) -> int:
-    path = write_report(args.run, args.out, args.pick)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline in any browser)")
-    return 0
 
 
 __all__ = ["RunData", "build_html", "figures", "front_figure", "hypervolume_figure", "layers_figure", "parallel_figure", "write_report"]

@@ -25,9 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from nas_llm import export, load_model, load_subnet, masked, slice_model
-    from nas_llm.data import calibration_batch, eval_windows
-    from nas_llm.importance import importance_ranking
-    from nas_llm.metrics import perplexity
+    from nas_llm.model.data import calibration_batch, eval_windows
+    from nas_llm.model.importance import importance_ranking
+    from nas_llm.model.metrics import perplexity
     from search_spaces import SubnetSpace
 
     t0 = time.time()
@@ -67,8 +67,8 @@ def _search_and_reform(args, model, tok, out: Path):
     import shutil
 
     from nas_llm.cli import main as cli
-    from nas_llm.data import calibration_batch
-    from nas_llm.reform import reform
+    from nas_llm.model.data import calibration_batch
+    from nas_llm.model.reform import reform
     from nas_llm.run import Run
     from nas_llm.select import select
 

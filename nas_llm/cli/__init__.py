@@ -10,14 +10,14 @@ import importlib
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("nas_llm.demo", "quick start: search, reform and export a SmolLM2 subnet"),
-    "search": ("nas_llm.search.cli", "multi-objective subnet search (pymoo or Optuna)"),
-    "reform": ("nas_llm.reform_cli", "ADMM weight reformation of every Pareto member of a run"),
-    "report": ("nas_llm.report", "self-contained HTML report of a run"),
-    "select": ("nas_llm.select", "choose a deployment point by budget, knee or weights"),
-    "export": ("nas_llm.export_cli", "export a chosen subnet as a smaller HF model folder"),
-    "evaluate": ("nas_llm.evaluate", "perplexity and zero-shot accuracy of an exported model"),
-    "latency": ("objectives.latency_cli", "measure latency / validate latency predictors"),
+    "demo": ("nas_llm.cli.demo", "quick start: search, reform and export a SmolLM2 subnet"),
+    "search": ("nas_llm.cli.search", "multi-objective subnet search (pymoo or Optuna)"),
+    "reform": ("nas_llm.cli.reform", "ADMM weight reformation of every Pareto member of a run"),
+    "report": ("nas_llm.cli.report", "self-contained HTML report of a run"),
+    "select": ("nas_llm.cli.select", "choose a deployment point by budget, knee or weights"),
+    "export": ("nas_llm.cli.export", "export a chosen subnet as a smaller HF model folder"),
+    "evaluate": ("nas_llm.cli.evaluate", "perplexity and zero-shot accuracy of an exported model"),
+    "latency": ("nas_llm.cli.latency", "measure latency / validate latency predictors"),
 }
 
 

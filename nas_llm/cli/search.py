@@ -90,11 +90,11 @@ def build(args: argparse.Namespace, run_dir: Path):
     import torch
 
     from nas_llm import load_model
-    from nas_llm.data import calibration_batch
-    from nas_llm.importance import importance_ranking
+    from nas_llm.model.data import calibration_batch
+    from nas_llm.model.importance import importance_ranking
     from search_spaces import SubnetSpace
 
-    from .problem import SearchProblem
+    from nas_llm.search.problem import SearchProblem
 
     torch.manual_seed(args.seed)
     model, tok = load_model(args.model)
@@ -131,7 +131,7 @@ def build(args: argparse.Namespace, run_dir: Path):
 def seed_ratios(constraints) -> tuple[float, ...] | None:
     """Seed sizes from the params_ratio constraints (None when there are none): a search asked for
     80% models should start from importance-ranked 80% models."""
-    from .population import ratios_within
+    from nas_llm.search.population import ratios_within
 
     bands = [c for c in constraints if c.objective == "params_ratio"]
     if not bands:
@@ -215,21 +215,21 @@ def main(args: argparse.Namespace) -> int:
                   ref_point=ref, progress=progress)
     t0 = time.perf_counter()
     if args.driver == "pymoo":
-        from .pymoo_driver import run_pymoo
+        from nas_llm.search.pymoo_driver import run_pymoo
 
         res = run_pymoo(sp, args.evaluations, args.pop_size, algorithm=args.algorithm, init=args.init, ratios=ratios,
                         rescore_baselines=not args.no_rescore_baselines, **common)
     elif args.driver == "random":
-        from .random_driver import run_random
+        from nas_llm.search.random_driver import run_random
 
         res = run_random(sp, args.evaluations, batch=args.pop_size, **common)
     else:
-        from .optuna_driver import run_optuna
+        from nas_llm.search.optuna_driver import run_optuna
 
         children, is_child = [], args.join
         if args.workers > 1:
             # this process creates the study (and enqueues the first generation) before the others join
-            from .optuna_driver import prepare_study
+            from nas_llm.search.optuna_driver import prepare_study
 
             prepare_study(sp, args.storage, run.path, args.study_name, args.sampler, args.seed, args.pop_size,
                           resume=args.resume, init=args.init, ratios=ratios)
@@ -248,7 +248,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"worker {args.worker_id} done; run `nas-llm search --resume` with the same arguments after all "
                   f"workers finish to rewrite the table", file=sys.stderr)
             return 0
-        from .optuna_driver import finish
+        from nas_llm.search.optuna_driver import finish
 
         res = finish(sp, args.storage, run.path, args.study_name, args.rescore_fronts, args.pop_size, ref,
                      rescore_baselines=not args.no_rescore_baselines)
@@ -264,7 +264,7 @@ def main(args: argparse.Namespace) -> int:
     print(front[[c for c in cols if c in front]].to_string(index=False))
     print(f"{len(res.table)} evaluations in {wall:.1f} s -> {run.path}")
     if args.reform:
-        from nas_llm.reform_cli import reform_run
+        from nas_llm.reform import reform_run
 
         df = reform_run(run, sp.ctx.model, sp.ctx.tokenizer, args.reform, progress=progress,
                         command=f"nas-llm search ... --reform {args.reform}")

@@ -52,7 +52,7 @@ def _setup(args):
     from nas_llm import load_model
     from search_spaces import Ranking, SubnetSpace
 
-    from .latency import resolve_device, resolve_dtype
+    from objectives.latency import resolve_device, resolve_dtype
 
     dev = resolve_device(args.device)  # fails before loading anything when CUDA is missing
     dt = resolve_dtype(args.dtype)
@@ -88,16 +88,16 @@ def _modes(args) -> list[str]:
 
 def _write(path: str | None, data: dict) -> None:
     if path:
-        from nas_llm.run import atomic_write_text
+        from nas_llm.model.atomic import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(data, indent=1, default=str))
         print(f"wrote {path}")
 
 
 def measure(args) -> int:
-    from nas_llm.slicing import slice_model
+    from nas_llm.model.slicing import slice_model
 
-    from .latency import measure_latency
+    from objectives.latency import measure_latency
 
     model, space, rank = _setup(args)
     subnet = _subnet(args, space)
@@ -115,7 +115,7 @@ def measure(args) -> int:
 
 
 def validate(args) -> int:
-    from .predictors import get_predictor, sample_spread, validate_predictors
+    from objectives.predictors import get_predictor, sample_spread, validate_predictors
 
     if args.n < 2:
         raise ValueError(f"--n must be >= 2 for a rank correlation, got {args.n}")
@@ -128,7 +128,7 @@ def validate(args) -> int:
         preds = {}
         for spec in [s for s in args.predictors.split(",") if s]:
             kw = {}
-            from .predictors import PREDICTORS, LookupTablePredictor, RooflinePredictor
+            from objectives.predictors import PREDICTORS, LookupTablePredictor, RooflinePredictor
 
             obj = PREDICTORS.resolve(spec)
             if obj in (LookupTablePredictor, RooflinePredictor):
