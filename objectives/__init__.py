@@ -1,5 +1,6 @@
 """Objectives: what a search minimises or constrains. The plug-in point for users."""
-from .base import OBJECTIVES, Constraint, Context, FunctionObjective, Objective, checked_score, get_objective
+from .base import (KINDS, OBJECTIVES, Constraint, Context, FunctionObjective, Objective, Traits, can_score_model, checked_score,
+                   describe_objective, get_objective)
 from .params import KVCacheBytes, Params, ParamsRatio, WeightBytes
 from search_spaces.registry import Registry, import_path
 from .latency import Latency, LatencyResult, measure_interleaved, measure_latency
@@ -8,7 +9,8 @@ from .predictors import (PREDICTORS, LatencyLUT, LatencyPredictor, LatencyRoofli
                          PredictedLatency, RooflinePredictor, checked_predict, get_predictor)
 
 __all__ = [
-    "OBJECTIVES", "Constraint", "Context", "FunctionObjective", "Objective", "checked_score", "get_objective",
+    "KINDS", "OBJECTIVES", "Constraint", "Context", "FunctionObjective", "Objective", "Traits", "can_score_model", "checked_score",
+    "describe_objective", "get_objective",
     "KVCacheBytes", "Params", "ParamsRatio", "WeightBytes", "Registry", "import_path",
     "Latency", "LatencyResult", "measure_interleaved", "measure_latency", "Perplexity", "ReformedPerplexity", "perplexity_of",
     "PREDICTORS", "LatencyLUT", "LatencyPredictor", "LatencyRoofline", "LookupTablePredictor", "PredictedLatency",

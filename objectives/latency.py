@@ -288,7 +288,7 @@ def measure_interleaved(builders: Mapping[str, Callable[[], nn.Module]], mode: s
 
 
 # -- the objective ------------------------------------------------------------------------------
-@OBJECTIVES.register("latency")
+@OBJECTIVES.register("latency", kind="latency", unit="ms", measured=True)
 class Latency(Objective):
     """Measured latency of the physically sliced subnet, in ms (minimize).
 
@@ -297,7 +297,7 @@ class Latency(Objective):
     ``stat="min"`` takes each round's fastest block instead of its median (steadier on a noisy VM).
     """
 
-    name, unit, direction = "latency", "ms", "minimize"
+    name, direction = "latency", "minimize"
 
     def __init__(self, device: str = "cpu", mode: str = "prefill", batch: int = 1, seq_len: int = 128,
                  dtype: str | None = None, compiled: bool = False, min_run_time: float = 0.2, rounds: int = 1,

@@ -6,11 +6,11 @@ from search_spaces import Subnet
 from .base import OBJECTIVES, Context, Objective
 
 
-@OBJECTIVES.register("params_ratio")
+@OBJECTIVES.register("params_ratio", kind="size", unit="")
 class ParamsRatio(Objective):
     """Decoder parameters kept / dense decoder parameters."""
 
-    name, unit = "params_ratio", ""
+    name = "params_ratio"
 
     def __init__(self, decoder_only: bool = True):
         self.decoder_only = decoder_only
@@ -19,19 +19,19 @@ class ParamsRatio(Objective):
         return ctx.space.ratio(subnet, self.decoder_only)
 
 
-@OBJECTIVES.register("params")
+@OBJECTIVES.register("params", kind="size", unit="count")
 class Params(Objective):
-    name, unit = "params", "count"
+    name = "params"
 
     def score(self, subnet: Subnet, ctx: Context) -> float:
         return float(ctx.space.params(subnet, decoder_only=False))
 
 
-@OBJECTIVES.register("weight_bytes")
+@OBJECTIVES.register("weight_bytes", kind="size", unit="B")
 class WeightBytes(Objective):
     """Bytes of all weights at ``bytes_per_param`` (2 for bf16/fp16)."""
 
-    name, unit = "weight_bytes", "B"
+    name = "weight_bytes"
 
     def __init__(self, bytes_per_param: float = 2.0):
         self.bytes_per_param = bytes_per_param
@@ -40,11 +40,11 @@ class WeightBytes(Objective):
         return ctx.space.params(subnet, decoder_only=False) * self.bytes_per_param
 
 
-@OBJECTIVES.register("kv_cache_bytes")
+@OBJECTIVES.register("kv_cache_bytes", kind="size", unit="B")
 class KVCacheBytes(Objective):
     """KV-cache bytes for ``batch`` sequences of ``context`` tokens: 2 (K,V) x groups x head_dim per kept layer."""
 
-    name, unit = "kv_cache_bytes", "B"
+    name = "kv_cache_bytes"
 
     def __init__(self, context: int = 2048, batch: int = 1, bytes_per_value: float = 2.0):
         self.context, self.batch, self.bytes_per_value = context, batch, bytes_per_value

@@ -171,7 +171,7 @@ class PrefixCache:
         return max(b for b in self.boundaries if b <= first)
 
 
-@OBJECTIVES.register("perplexity")
+@OBJECTIVES.register("perplexity", kind="quality", log_scale=True)
 class Perplexity(Objective):
     """Calibration perplexity (minimize). Same subnet + seed + fidelity -> bit-identical value.
 
@@ -243,6 +243,11 @@ class Perplexity(Objective):
             total, count = nll_sum(m, ids, self.batch_size)
         return math.exp(total / count)
 
+    def score_model(self, model: nn.Module, ctx: Context) -> float:
+        """Perplexity of a built model (e.g. reformed) on this objective's own windows, so its value
+        compares with the search's."""
+        return perplexity_of(model, self.ids(ctx)[: self.rows], self.batch_size)
+
     def score(self, subnet: Subnet, ctx: Context) -> float:
         if not self.fast:
             return self.naive(subnet, ctx)
@@ -296,7 +301,7 @@ def _refit_map(model: nn.Module, layer: int, role: str) -> nn.Linear:
     return fam.attn_linears(lay)["o"] if role == "o" else fam.mlp_linears(lay)["down"]
 
 
-@OBJECTIVES.register("perplexity_reformed")
+@OBJECTIVES.register("perplexity_reformed", kind="quality", log_scale=True)
 class ReformedPerplexity(Perplexity):
     """Calibration perplexity *after* least-squares reformation of the cut maps (minimize).
 

@@ -457,7 +457,7 @@ def validate_predictors(model: nn.Module, predictors: dict[str, LatencyPredictor
 
 
 # -- predictors as objectives --------------------------------------------------------------------
-@OBJECTIVES.register("latency_predicted")
+@OBJECTIVES.register("latency_predicted", kind="latency", unit="ms", measured=False)
 class PredictedLatency(Objective):
     """Any latency predictor as an objective, in ms: ``PredictedLatency("pkg.mod:MyPredictor")``."""
 
@@ -477,7 +477,7 @@ class PredictedLatency(Objective):
         return checked_predict(self.predictor, subnet) * 1e3
 
 
-@OBJECTIVES.register("latency_lut")
+@OBJECTIVES.register("latency_lut", kind="latency", unit="ms", measured=False)
 class LatencyLUT(PredictedLatency):
     """Lookup-table latency in ms; keyword arguments go to :class:`LookupTablePredictor`."""
 
@@ -487,7 +487,7 @@ class LatencyLUT(PredictedLatency):
         super().__init__(LookupTablePredictor(**kwargs))
 
 
-@OBJECTIVES.register("latency_roofline")
+@OBJECTIVES.register("latency_roofline", kind="latency", unit="ms", measured=False)
 class LatencyRoofline(PredictedLatency):
     """Roofline latency in ms; keyword arguments go to :class:`RooflinePredictor`."""
 

@@ -20,13 +20,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from objectives import Constraint, Context, Objective, checked_score, get_objective
+from objectives import Constraint, Context, Objective, checked_score, describe_objective, get_objective
 from search_spaces import LayerChoice, Subnet, SubnetError
 from ..run import to_builtin
 
-# objectives that grow with the subnet: their extremes sit at the smallest subnet and the dense model
-SIZE_LIKE = ("params", "params_ratio", "weight_bytes", "kv_cache_bytes", "latency", "latency_lut",
-             "latency_roofline", "latency_ms")
+# objective kinds that grow with the subnet: their extremes sit at the smallest subnet and the dense model
+PRECHECKED_KINDS = ("size", "latency")
 
 
 def _fmt_fid(f: float) -> str:
@@ -39,13 +38,12 @@ class SearchProblem:
     ``objectives``: registered names, import paths or :class:`Objective` instances (>= 1).
     ``constraints``: ``Constraint`` or text like ``"params_ratio in [0.5, 0.8]"``, ``"latency_lut<=20"``.
     ``screen_fidelity``: e.g. 0.25 to screen every candidate with a quarter of the calibration budget.
-    ``log_objectives``: objectives the optimiser sees on a log scale (dominance is unchanged; crowding
-    distances stop being swamped by perplexities of 1e10 from broken subnets).
+    Objectives with the ``log_scale`` trait are seen by the optimiser on a log scale (dominance is unchanged;
+    crowding distances stop being swamped by perplexities of 1e10 from broken subnets).
     """
 
     def __init__(self, ctx: Context, objectives: Sequence[Any], constraints: Sequence[Any] = (),
-                 screen_fidelity: float | None = None, worker: str | int = 0, journal: str | Path | None = None,
-                 log_objectives: Sequence[str] = ("perplexity", "perplexity_reformed")):
+                 screen_fidelity: float | None = None, worker: str | int = 0, journal: str | Path | None = None):
         if objectives is None or len(objectives) == 0:
             raise ValueError("no objectives given; name at least one, e.g. --objectives perplexity,latency_lut")
         self.ctx = ctx
@@ -75,7 +73,7 @@ class SearchProblem:
                 low = o.at_fidelity(self.screen_fidelity)
                 if low is not o:
                     self._screen[o.name] = low
-        self._log = np.array([n in set(log_objectives) for n in names])
+        self._log = np.array([o.traits.log_scale for o in self.objectives])
         self.worker = str(worker)
         self.cache: dict[str, dict] = {}
         self.n_calls = 0  # objective evaluations actually run (cache misses)
@@ -117,9 +115,9 @@ class SearchProblem:
         for o in [*self.objectives, *self._screen.values(), *self._constraint_obj.values()]:
             o.setup(self.ctx)
         for c in self.constraints:
-            if c.objective not in SIZE_LIKE:
-                continue  # only size-like objectives are monotone enough to bound cheaply
             obj = self._objective_for(c.objective)
+            if obj.traits.kind not in PRECHECKED_KINDS:
+                continue  # only size and latency objectives are monotone enough to bound cheaply
             lo_v = checked_score(obj, self.smallest(), self.ctx)
             hi_v = checked_score(obj, self.space.dense(), self.ctx)
             vmin, vmax = min(lo_v, hi_v), max(lo_v, hi_v)
@@ -272,7 +270,7 @@ class SearchProblem:
     def describe(self) -> dict:
         """What run.json stores about the problem."""
         return {
-            "objectives": [{"name": o.name, "direction": o.direction, "unit": getattr(o, "unit", "")} for o in self.objectives],
+            "objectives": [describe_objective(o) for o in self.objectives],
             "constraints": [{"objective": c.objective, "lo": c.lo, "hi": c.hi} for c in self.constraints],
             "screen_fidelity": self.screen_fidelity,
             "search_columns": self.search_columns,
@@ -297,4 +295,4 @@ def check_objective_matrix(F: np.ndarray, n_rows: int, n_obj: int) -> np.ndarray
     return F
 
 
-__all__ = ["SearchProblem", "SubnetError", "check_objective_matrix", "SIZE_LIKE"]
+__all__ = ["SearchProblem", "SubnetError", "check_objective_matrix", "PRECHECKED_KINDS"]
