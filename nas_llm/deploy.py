@@ -66,7 +66,7 @@ def model_card(run: Run, sel: Selection, reformed: bool, params: int, command: s
     for n in sel.objectives.names:
         unref = r.get(f"{n}_unreformed")
         extra = f" (before reformation {_num(unref)})" if reformed and unref is not None and _num(unref) != _num(r[n]) else ""
-        rows.append(f"| {label(n)} | {_num(r[n])}{extra} |")
+        rows.append(f"| {label(n, sel.objectives)} | {_num(r[n])}{extra} |")
     cal = settings.get("calibration") or {}
     lines = [
         f"# {Path(str(settings.get('model', 'model'))).name} subnet {sel.id} (nas-llm)",

@@ -1,4 +1,9 @@
-"""The Pareto front of a search: who is non-dominated, how much it covers, where the knee is.
+"""The Pareto front of a search: which rows may be on it, who is non-dominated, how much it covers, where the knee is.
+
+The one definition of the front that search, select, report and export share: the *eligible* rows
+(feasible, every objective a finite number, measured at full fidelity), the front among them, and
+the *effective* table (the values an export ships: reformed where reformed). Objectives come in as
+plain names and directions, so this module depends on nothing of ours.
 
 Thin wrappers over pymoo so every command (search, report, select) agrees on the same maths:
 non-dominated sorting (``pymoo.util.nds``), hypervolume (``pymoo.indicators.hv.HV``), high
@@ -13,6 +18,7 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 Directions = Sequence[str] | None
 
@@ -156,4 +162,65 @@ def asf_index(F, weights, directions: Directions = None, feasible=None) -> int:
     return int(rows[int(np.argmin(np.asarray(vals).ravel()))])
 
 
-__all__ = ["pareto_mask", "reference_point", "hypervolume", "knee_points", "knee_index", "asf_index"]
+# -- the run table ---------------------------------------------------------------------------------------
+def full_fidelity(df: pd.DataFrame) -> pd.Series:
+    """Rows whose objectives were measured at full fidelity (screened-only rows hold a cheaper estimate)."""
+    if "fidelity" not in df.columns:
+        return pd.Series(True, index=df.index)
+    return pd.to_numeric(df["fidelity"], errors="coerce").fillna(1.0) >= 1.0
+
+
+def finite(df: pd.DataFrame, names: Sequence[str]) -> pd.Series:
+    """Rows where every objective in ``names`` is a finite number (NaN = not measured / failed)."""
+    vals = df[list(names)].apply(pd.to_numeric, errors="coerce")
+    return vals.notna().all(axis=1) & np.isfinite(vals).all(axis=1)
+
+
+def eligible(df: pd.DataFrame, names: Sequence[str] = ()) -> np.ndarray:
+    """Rows that may be on the front: feasible, every objective finite, measured at full fidelity."""
+    ok = finite(df, names) & full_fidelity(df)
+    if "feasible" in df.columns:
+        ok &= df["feasible"].fillna(True).astype(bool)
+    return ok.to_numpy(dtype=bool)
+
+
+def front_mask(df: pd.DataFrame, names: Sequence[str], directions: Directions = None) -> np.ndarray:
+    """Non-dominated rows of ``df`` among its eligible rows (positional boolean mask)."""
+    mask = np.zeros(len(df), dtype=bool)
+    ok = eligible(df, names)
+    if ok.any():
+        mask[np.flatnonzero(ok)[pareto_mask(df.loc[ok, list(names)].to_numpy(float), directions)]] = True
+    return mask
+
+
+def mark_pareto(df: pd.DataFrame, names: Sequence[str], directions: Directions = None) -> pd.DataFrame:
+    """A copy of ``df`` with the boolean column ``pareto`` (:func:`front_mask`)."""
+    df = df.copy()
+    df["pareto"] = front_mask(df, names, directions) if len(df) else pd.Series(dtype=bool)
+    return df
+
+
+def effective_table(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """A copy of ``df`` whose objective columns hold what export would ship (``NAME_reformed`` where reformed).
+
+    The unreformed values stay in ``NAME_unreformed`` (the report draws arrows from them); ``is_reformed``
+    marks rows where any value was replaced.
+    """
+    out = df.copy()
+    reformed = out["reformed"].fillna(False).astype(bool) if "reformed" in out.columns else pd.Series(False, index=out.index)
+    any_ref = pd.Series(False, index=out.index)
+    for n in names:
+        if n not in out.columns:
+            raise ValueError(f"objective column {n!r} missing from the run table (columns: {', '.join(map(str, out.columns))})")
+        out[f"{n}_unreformed"] = out[n]
+        col = f"{n}_reformed"
+        if col in out.columns:
+            use = reformed & out[col].notna()
+            out.loc[use, n] = out.loc[use, col]
+            any_ref |= use
+    out["is_reformed"] = any_ref
+    return out
+
+
+__all__ = ["pareto_mask", "reference_point", "hypervolume", "knee_points", "knee_index", "asf_index", "full_fidelity", "finite",
+           "eligible", "front_mask", "mark_pareto", "effective_table"]

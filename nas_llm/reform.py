@@ -1,10 +1,12 @@
 """Reform the front of a run (``nas-llm reform runs/NAME``): reform every Pareto member of a run and record before/after.
 
-For each row with ``pareto == True`` the subnet is resolved with the run's ranking, reformed
-(:func:`nas_llm.model.reform.reform`) and its perplexity re-scored on the run's own calibration settings
-(``run.json["calibration"]``). Objectives that depend only on shapes (latency, params, bytes...) are
-copied unchanged into their ``NAME_reformed`` column, since reformation changes no shape. The table
-is written atomically; the settings go to ``run.json["reform"]`` so that
+For each row with ``pareto == True`` the subnet is resolved with the run's ranking and reformed
+(:func:`nas_llm.model.reform.reform`); each objective's ``NAME_reformed`` column is filled by its traits:
+``kind`` "size" and "latency" values are copied unchanged (reformation changes no shape), "quality"
+objectives are rebuilt with the arguments the search gave them (``run.json["objective_args"]``) and
+re-score the reformed model through ``Objective.score_model`` (perplexity: on its own windows, so the
+after-number compares with the before-number). Any other objective keeps an empty column, with a
+warning. The table is written atomically; the settings go to ``run.json["reform"]`` so that
 :func:`nas_llm.model.reform.reform_for_run` (used by ``nas-llm export``) reproduces the same weights.
 
 The reformation data uses the calibration source with seed + 1 by default: other windows than the
@@ -25,29 +27,49 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from search_spaces import Subnet
+from objectives import Context, Objective, can_score_model, get_objective
+from search_spaces import Subnet, SubnetSpace
 
 from nas_llm.model.data import calibration_batch
 from nas_llm.model.reform import (DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, METHODS, admm, bias_shift,  # noqa: F401 (re-exported)
                                  closed_form, default_calibration, reconstruction_error, reform, solve)
 from nas_llm.model.slicing import slice_model
 from nas_llm.run import Run
+from nas_llm.select import Objectives
 
-QUALITY = ("perplex", "ppl")  # objectives re-scored after reformation (substring of the name)
-SHAPE_ONLY = ("latency", "params", "weight_bytes", "kv_cache", "memory", "flops", "macs", "throughput", "size")
+SHAPE_KINDS = ("size", "latency")  # values reformation cannot change: copied into NAME_reformed
 
 
 def _is_true(v: Any) -> bool:
     return str(v).strip().lower() in ("true", "1", "1.0", "yes")
 
 
-def _kind(name: str) -> str:
-    low = name.lower()
-    if "@" not in low and any(q in low for q in QUALITY):  # the same test as nas_llm.select
-        return "quality"
-    if any(low.startswith(s) for s in SHAPE_ONLY):
-        return "shape"
-    return "unknown"
+def run_objectives(settings: dict[str, Any]) -> Objectives | None:
+    """The run's objectives with their traits (None for a run.json that lists none)."""
+    return Objectives.of(settings) if settings.get("objectives") else None
+
+
+def _rescorers(settings: dict[str, Any], objs: Objectives | None) -> tuple[list[str], dict[str, Objective]]:
+    """(objectives copied unchanged, quality objectives that re-score a built model); warns about the rest."""
+    if objs is None:
+        return [], {}
+    copied = [n for n in objs.names if objs.trait(n).kind in SHAPE_KINDS]
+    rescored: dict[str, Objective] = {}
+    args = settings.get("objective_args") or {}
+    for name, path in zip(objs.names, objs.paths):
+        if objs.trait(name).kind != "quality":
+            continue
+        try:
+            obj = get_objective(path or name, **args.get(name, {}))
+        except TypeError as e:
+            raise ValueError(f"objective {name!r} does not take the arguments {args.get(name)} of run.json: {e}") from None
+        if can_score_model(obj):
+            rescored[name] = obj
+    left = [n for n in objs.names if n not in copied and n not in rescored]
+    if left:
+        warnings.warn(f"cannot re-score objectives {left} after reformation (only size/latency objectives carry over and "
+                      f"quality objectives with score_model() are re-scored); their *_reformed columns stay empty", UserWarning)
+    return copied, rescored
 
 
 def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "admm", n_samples: int | None = None,
@@ -56,8 +78,6 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
                command: str | None = None, ids: Sequence[int] | None = None) -> pd.DataFrame:
     """Reform the Pareto rows of ``run`` (only those in ``ids`` if given) with ``model`` (the run's dense
     model); returns the new table. Rows reformed earlier keep their values unless reformed again."""
-    from nas_llm.model.metrics import perplexity
-
     settings = run.settings()
     df = run.table()
     if df.empty or "pareto" not in df.columns:
@@ -74,11 +94,11 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
         warnings.warn(f"reformation calibration source {rs['source']!r} looks like a test split; calibrate on validation data", UserWarning)
     ranking = run.ranking()
     calib = calibration_batch(tokenizer, rs["source"], rs["n_samples"], rs["seq_len"], rs["seed"])
-    score_ids = calibration_batch(tokenizer, cal["source"], int(cal.get("n_samples", 32)), int(cal.get("seq_len", 256)), int(cal.get("seed", 0)))
-    objectives = [o["name"] if isinstance(o, dict) else str(o) for o in settings.get("objectives", [])]
-    unknown = [n for n in objectives if _kind(n) == "unknown"]
-    if unknown:
-        warnings.warn(f"cannot re-score objectives {unknown} after reformation; their *_reformed columns stay empty", UserWarning)
+    objs = run_objectives(settings)
+    objectives = objs.names if objs is not None else []
+    copied, rescored = _rescorers(settings, objs)
+    space = SubnetSpace.from_model(model, int(settings.get("granularity") or 1), bool(settings.get("allow_layer_drop", True)))
+    ctx = Context(model, tokenizer, space, ranking, device=str(device), progress=progress)
     pareto = df["pareto"].map(_is_true)
     if ids is not None:
         wanted = {int(i) for i in ids}
@@ -103,13 +123,12 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
         model_r = reform(model, ranking.resolve(subnet), calib.to(device), method, rho=rho, iters=iters, damp=damp,
                          batch_size=batch_size, subnet=subnet, progress=progress)
         df.at[idx, "reform_time_s"] = time.perf_counter() - t0
-        ppl = None
-        for n in objectives:
-            if _kind(n) == "quality":
-                ppl = perplexity(model_r, score_ids.to(device), batch_size=batch_size) if ppl is None else ppl
-                df.at[idx, f"{n}_reformed"] = ppl if math.isfinite(ppl) else float("inf")
-            elif _kind(n) == "shape" and n in df.columns:
+        for n in copied:
+            if n in df.columns:
                 df.at[idx, f"{n}_reformed"] = df.at[idx, n]
+        for n, obj in rescored.items():
+            v = float(obj.score_model(model_r, ctx))
+            df.at[idx, f"{n}_reformed"] = v if math.isfinite(v) else float("inf")
         df.at[idx, "reformed"] = True
         del model_r
     run.write_table(df)
@@ -120,7 +139,7 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
     return df
 
 
-def reform_for_run(run_dir: str | Path, subnet: Any, model: nn.Module, tokenizer: Any, progress: bool = True) -> nn.Module:
+def reform_for_run(run_dir: str | Path, subnet: Any, model: torch.nn.Module, tokenizer: Any, progress: bool = True) -> torch.nn.Module:
     """Reproduce a run's reformation of ``subnet`` (deterministic: same ranking, data, seed, settings).
 
     Raises ``ValueError`` if the run was never reformed (``nas-llm reform RUN`` stores the settings).
@@ -138,5 +157,5 @@ def reform_for_run(run_dir: str | Path, subnet: Any, model: nn.Module, tokenizer
                   damp=s.get("damp", DEFAULT_DAMP), batch_size=s.get("batch_size", 8), subnet=subnet, progress=progress)
 
 
-__all__ = ["METHODS", "reform", "reform_run", "reform_for_run", "default_calibration", "admm", "closed_form", "bias_shift",
+__all__ = ["METHODS", "reform", "reform_run", "reform_for_run", "run_objectives", "default_calibration", "admm", "closed_form", "bias_shift",
            "reconstruction_error", "solve"]

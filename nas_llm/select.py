@@ -16,6 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from objectives import OBJECTIVES, Traits
+
+from . import front
+from .front import full_fidelity  # noqa: F401 (public name of this module)
 from .run import Run, to_builtin
 
 RULES = ("budget", "knee", "weights")
@@ -23,96 +27,78 @@ RULES = ("budget", "knee", "weights")
 
 @dataclass(frozen=True)
 class Objectives:
-    """The run's objectives: names (table columns) and directions, plus which is quality and which is speed."""
+    """The run's objectives: names (table columns), directions and traits (which is quality, which is speed).
+
+    ``traits`` default to the objective registry's by name (what a run.json written before traits
+    existed needs); :meth:`of` takes them from run.json when it stores them.
+    """
 
     names: list[str]
     directions: list[str]
+    traits: list[Traits] = field(default_factory=list)
+    paths: list[str | None] = field(default_factory=list)  # the import path of an objective given by path
+
+    def __post_init__(self) -> None:
+        if not self.traits:
+            object.__setattr__(self, "traits", [Traits.of_name(n) for n in self.names])
+        if not self.paths:
+            object.__setattr__(self, "paths", [None] * len(self.names))
 
     @classmethod
     def of(cls, settings: dict[str, Any], df: pd.DataFrame | None = None) -> "Objectives":
         objs = settings.get("objectives") or []
         names = [o["name"] if isinstance(o, dict) else str(o) for o in objs]
         dirs = [o.get("direction", "minimize") if isinstance(o, dict) else "minimize" for o in objs]
-        if not names and df is not None:  # an older/hand-made run: guess from the usual column names
-            names = [c for c in df.columns if _is_ppl(c) or _is_latency(c)]
-            dirs = ["minimize"] * len(names)
+        if not names and df is not None:  # a hand-made table: its registered quality and latency columns
+            names = [c for c in df.columns if c in OBJECTIVES and Traits.of_name(c).kind in ("quality", "latency")
+                     and not (c.endswith("_reformed") and c[: -len("_reformed")] in df.columns)]
+            return cls(names, ["minimize"] * len(names)) if names else cls._none()
         if not names:
-            raise ValueError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
-        return cls(names, dirs)
+            cls._none()
+        return cls(names, dirs, [Traits.of_entry(o) for o in objs], [o.get("path") if isinstance(o, dict) else None for o in objs])
 
-    def find(self, pred) -> str | None:
-        return next((n for n in self.names if pred(n)), None)
+    @staticmethod
+    def _none() -> "Objectives":
+        raise ValueError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
+
+    def trait(self, name: str) -> Traits:
+        """The traits of objective ``name`` (a column that is no objective: the registry's, else kind "other")."""
+        return self.traits[self.names.index(name)] if name in self.names else Traits.of_name(name)
+
+    def of_kind(self, kind: str) -> list[str]:
+        return [n for n, t in zip(self.names, self.traits) if t.kind == kind]
 
     @property
     def ppl(self) -> str | None:
-        return self.find(_is_ppl)
+        """The first quality objective (what --max-ppl bounds and the report's y axis shows)."""
+        return next(iter(self.of_kind("quality")), None)
 
     @property
     def latency(self) -> str | None:
-        return self.find(_is_latency)
+        """The first latency objective (what --max-latency-ms bounds and the report's x axis shows)."""
+        return next(iter(self.of_kind("latency")), None)
+
+    @property
+    def log_scaled(self) -> list[str]:
+        return [n for n, t in zip(self.names, self.traits) if t.log_scale]
 
     def direction(self, name: str) -> str:
         return self.directions[self.names.index(name)] if name in self.names else "minimize"
 
 
-def _is_ppl(name: str) -> bool:
-    n = name.lower()
-    return ("ppl" in n or "perplex" in n) and "@" not in n and not n.endswith("_reformed")
-
-
-def _is_latency(name: str) -> bool:
-    n = name.lower()
-    return n.startswith("latency") and "@" not in n and not n.endswith("_reformed")
-
-
 def effective_table(df: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
-    """A copy of ``df`` whose objective columns hold what export would ship (reformed values where reformed).
-
-    The measured unreformed values stay in ``NAME_unreformed`` so the report can draw the arrows.
-    """
-    out = df.copy()
-    reformed = out["reformed"].fillna(False).astype(bool) if "reformed" in out.columns else pd.Series(False, index=out.index)
-    any_ref = pd.Series(False, index=out.index)
-    for n in objectives.names:
-        if n not in out.columns:
-            raise ValueError(f"objective column {n!r} missing from the run table (columns: {', '.join(map(str, out.columns))})")
-        out[f"{n}_unreformed"] = out[n]
-        col = f"{n}_reformed"
-        if col in out.columns:
-            use = reformed & out[col].notna()
-            out.loc[use, n] = out.loc[use, col]
-            any_ref |= use
-    out["is_reformed"] = any_ref
-    return out
-
-
-def full_fidelity(df: pd.DataFrame) -> pd.Series:
-    """Rows whose objectives were measured at full fidelity (screened-only rows hold a cheaper estimate)."""
-    if "fidelity" not in df.columns:
-        return pd.Series(True, index=df.index)
-    return pd.to_numeric(df["fidelity"], errors="coerce").fillna(1.0) >= 1.0
+    """:func:`nas_llm.front.effective_table` of the run's objectives (what export would ship)."""
+    return front.effective_table(df, objectives.names)
 
 
 def candidates(df: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
-    """Feasible rows with every objective measured at full fidelity (NaN = not measured / failed)."""
-    ok = df[objectives.names].notna().all(axis=1) & np.isfinite(df[objectives.names].astype(float)).all(axis=1)
-    if "feasible" in df.columns:
-        ok &= df["feasible"].fillna(True).astype(bool)
-    ok &= full_fidelity(df)
-    return df[ok]
+    """The rows that may be chosen: :func:`nas_llm.front.eligible` (feasible, finite, full fidelity)."""
+    return df[front.eligible(df, objectives.names)]
 
 
 def front_mask(df: pd.DataFrame, objectives: Objectives) -> np.ndarray:
     """Non-dominated rows of ``df`` among its candidates (by the effective values)."""
-    from .front import pareto_mask
-
-    mask = np.zeros(len(df), dtype=bool)
-    cand = candidates(df, objectives)
-    if len(cand):
-        m = pareto_mask(cand[objectives.names].to_numpy(float), objectives.directions)
-        pos = df.index.get_indexer(cand.index)
-        mask[pos[m]] = True
-    return mask
+    return front.front_mask(df, objectives.names, objectives.directions)
 
 
 @dataclass
@@ -162,14 +148,22 @@ def _fmt(v: Any) -> str:
     return f"{f:.4g}"
 
 
-def label(col: str) -> str:
-    """A column name as people read it (unit, and whether it is an estimate)."""
-    known = {"latency": "latency (ms)", "latency_lut": "latency (ms, lookup-table estimate)", "perplexity": "perplexity",
-             "perplexity_reformed": "perplexity after reformation",
-             "ppl": "perplexity", "params_ratio": "decoder params ratio"}
-    if col in known:
-        return known[col]
-    return f"{col} (ms)" if col.startswith("latency") else col
+def label(col: str, objectives: Objectives | None = None, say_measured: bool = False) -> str:
+    """A column as people read it: its unit, and "predicted" when the value is an estimate, from its traits.
+
+    ``say_measured``: also mark measured latencies ("latency (ms, measured)"), where both kinds may appear
+    side by side (report axes). ``NAME_reformed`` reads "NAME ... after reformation".
+    """
+    if objectives is not None and col not in objectives.names and col.endswith("_reformed") \
+            and col[: -len("_reformed")] in objectives.names:
+        return label(col[: -len("_reformed")], objectives, say_measured) + " after reformation"
+    t = objectives.trait(col) if objectives is not None else Traits.of_name(col)
+    parts = [t.unit] if t.unit else []
+    if not t.measured:
+        parts.append("predicted")
+    elif say_measured and t.kind == "latency":
+        parts.append("measured")
+    return f"{col} ({', '.join(parts)})" if parts else col
 
 
 # -- rules ---------------------------------------------------------------------------------------------
@@ -248,16 +242,20 @@ def by_budget(df: pd.DataFrame, objectives: Objectives, budget: list[tuple[str, 
 
 
 def scaled_matrix(df: pd.DataFrame, objectives: Objectives) -> np.ndarray:
-    """Objective values as the knee and ASF compare them: perplexity on a log scale (log ppl = cross-entropy).
+    """Objective values as the knee and ASF compare them: ``log_scale`` objectives (perplexity) on a log scale.
 
     A front spans perplexities from ~20 to 1e9 and more; on a linear scale every usable model is squashed
     into one corner and the "knee" lands on a broken one. Log perplexity is the loss the model optimises.
     """
     F = df[objectives.names].to_numpy(float).copy()
-    for j, n in enumerate(objectives.names):
-        if _is_ppl(n) and np.all(F[:, j] > 0):
+    for j, t in enumerate(objectives.traits):
+        if t.log_scale and np.all(F[:, j] > 0):
             F[:, j] = np.log(F[:, j])
     return F
+
+
+def _log_note(objectives: Objectives) -> str:
+    return f" (log {', '.join(objectives.log_scaled)})" if objectives.log_scaled else ""
 
 
 def by_knee(df: pd.DataFrame, objectives: Objectives) -> Selection:
@@ -282,7 +280,7 @@ def by_knee(df: pd.DataFrame, objectives: Objectives) -> Selection:
         pick = min(knees, key=lambda k: float(np.linalg.norm(N[k] - N[das])))
     row = cand.iloc[pick]
     n_front = int(front_mask(cand, objectives).sum())
-    why = (f"knee of the {n_front}-point front (log perplexity): pymoo's high trade-off point"
+    why = (f"knee of the {n_front}-point front{_log_note(objectives)}: pymoo's high trade-off point"
            f"{'s ' + str([int(cand.iloc[k]['id']) for k in knees]) if len(knees) > 1 else ''} "
            f"(giving up a little of one objective buys the most of the other)")
     return Selection(row, "knee", why.replace("  ", " "), objectives, {"knees": [int(cand.iloc[k]["id"]) for k in knees]})
@@ -317,7 +315,7 @@ def by_weights(df: pd.DataFrame, objectives: Objectives, weights: np.ndarray) ->
     i = asf_index(scaled_matrix(cand, objectives), weights, objectives.directions)
     row = cand.iloc[i]
     wt = ", ".join(f"{n}={w:g}" for n, w in zip(objectives.names, weights))
-    return Selection(row, "weights", f"smallest weighted (ASF) distance to the ideal point on the normalised front (log perplexity) with weights {wt}",
+    return Selection(row, "weights", f"smallest weighted (ASF) distance to the ideal point on the normalised front{_log_note(objectives)} with weights {wt}",
                      objectives, {"weights": dict(zip(objectives.names, map(float, weights)))})
 
 

@@ -261,9 +261,12 @@ def _make_run(tmp_path: Path, model) -> Run:
     ranking = Ranking.identity(d.num_layers, d.num_kv_heads, d.intermediate)
     subs = [space.dense(), space.uniform(kv_groups=2, neurons=48), space.uniform(neurons=32, drop=[1])]
     run = Run(tmp_path / "run")
+    cal = {"source": str(text), "n_samples": 4, "seq_len": 16, "seed": 0}
+    # latency_ms: an objective no registry knows, whose traits run.json records (what reform reads)
     run.write_settings({"model": "tiny", "objectives": [{"name": "perplexity", "direction": "minimize"},
-                                                        {"name": "latency_ms", "direction": "minimize"}],
-                        "calibration": {"source": str(text), "n_samples": 4, "seq_len": 16, "seed": 0}})
+                                                        {"name": "latency_ms", "direction": "minimize", "kind": "latency",
+                                                         "unit": "ms", "log_scale": False, "measured": True}],
+                        "calibration": cal, "objective_args": {"perplexity": cal}})
     ranking.save(run.ranking_file)
     run.write_table(pd.DataFrame({
         "id": [0, 1, 2], "key": [s.key() for s in subs], "subnet": [s.to_json() for s in subs], "source": "init",

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from nas_llm.reform import DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, METHODS, _kind, reform_run
+from nas_llm.reform import DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, METHODS, reform_run, run_objectives
 from nas_llm.run import Run
 
 
@@ -51,9 +51,10 @@ def main(args: argparse.Namespace) -> int:
     df = reform_run(run, model, tok, args.method, args.n_samples, args.seq_len, args.source, args.seed, args.rho, args.iters,
                     args.damp, args.batch_size, command="nas-llm reform " + " ".join(sys.argv[2:]), ids=ids)
     done = df[df["reformed"]]
-    names = [c[: -len("_reformed")] for c in df.columns if c.endswith("_reformed") and c[: -len("_reformed")] in df.columns]
+    objs = run_objectives(run.settings())
+    quality = [n for n in (objs.of_kind("quality") if objs else []) if f"{n}_reformed" in df.columns]
     print(f"reformed {len(done)} Pareto members of {run.path} with {args.method}")
     for _, r in done.iterrows():
-        parts = [f"{n} {r[n]:.4g} -> {r[n + '_reformed']:.4g}" for n in names if _kind(n) == "quality"]
+        parts = [f"{n} {r[n]:.4g} -> {r[n + '_reformed']:.4g}" for n in quality]
         print(f"  id {r['id']}: " + ", ".join(parts) + f" ({r['reform_time_s']:.1f} s)")
     return 0

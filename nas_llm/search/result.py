@@ -1,7 +1,7 @@
 """What a search returns, whichever driver ran it: every evaluation, the Pareto set, hypervolume history.
 
-The front is computed over feasible rows measured at full fidelity (``fidelity == 1``), using
-``nas_llm.front`` (pymoo's non-dominated sorting and HV), never by hand.
+The front is ``nas_llm.front``'s (eligible rows: feasible, finite, full fidelity; pymoo's non-dominated
+sorting and HV), never computed here by hand.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from nas_llm.front import hypervolume, pareto_mask, reference_point
+from nas_llm.front import eligible as front_eligible, hypervolume, mark_pareto, reference_point  # noqa: F401 (front_eligible: benchmarks)
 from nas_llm.model.atomic import atomic_write_text
 from nas_llm.run import Run
 from search_spaces import Subnet
@@ -23,26 +23,9 @@ def objective_matrix(df: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
     return df[list(names)].to_numpy(dtype=float)
 
 
-def front_eligible(df: pd.DataFrame) -> np.ndarray:
-    """Rows that may be on the front: feasible and measured at full fidelity."""
-    ok = df["feasible"].astype(bool).to_numpy().copy()
-    if "fidelity" in df:
-        ok &= df["fidelity"].astype(float).to_numpy() >= 1.0
-    return ok
-
-
-def mark_pareto(df: pd.DataFrame, names: Sequence[str], directions: Sequence[str]) -> pd.DataFrame:
-    df = df.copy()
-    if df.empty:
-        df["pareto"] = pd.Series(dtype=bool)
-        return df
-    df["pareto"] = pareto_mask(objective_matrix(df, names), directions, feasible=front_eligible(df))
-    return df
-
-
 def default_reference(df: pd.DataFrame, names: Sequence[str], directions: Sequence[str], margin: float = 0.1) -> list[float]:
     """Nadir (+``margin`` of the range) of the eligible rows of ``df``; used from generation 0 on."""
-    ok = front_eligible(df)
+    ok = front_eligible(df, names)
     pts = objective_matrix(df[ok] if ok.any() else df, names)
     return reference_point(pts, directions, margin).tolist()
 
@@ -52,7 +35,7 @@ def hv_history(df: pd.DataFrame, names: Sequence[str], directions: Sequence[str]
     rows = []
     if df.empty:
         return pd.DataFrame(columns=["evaluations", "generation", "hypervolume"])
-    ok = front_eligible(df)
+    ok = front_eligible(df, names)
     F = objective_matrix(df, names)
     gen = df["generation"].to_numpy(dtype=int)
     for g in sorted(set(gen.tolist())):
