@@ -47,19 +47,14 @@ class Objectives:
     @classmethod
     def of(cls, settings: dict[str, Any], df: pd.DataFrame | None = None) -> "Objectives":
         objs = settings.get("objectives") or []
-        names = [o["name"] if isinstance(o, dict) else str(o) for o in objs]
-        dirs = [o.get("direction", "minimize") if isinstance(o, dict) else "minimize" for o in objs]
-        if not names and df is not None:  # a hand-made table: its registered quality and latency columns
-            names = [c for c in df.columns if c in OBJECTIVES and Traits.of_name(c).kind in ("quality", "latency")
-                     and not (c.endswith("_reformed") and c[: -len("_reformed")] in df.columns)]
-            return cls(names, ["minimize"] * len(names)) if names else cls._none()
-        if not names:
-            cls._none()
-        return cls(names, dirs, [Traits.of_entry(o) for o in objs], [o.get("path") if isinstance(o, dict) else None for o in objs])
-
-    @staticmethod
-    def _none() -> "Objectives":
-        raise ValueError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
+        if not objs and df is not None:  # a hand-made table: its columns registered as quality or latency objectives
+            objs = [c for c in df.columns if c in OBJECTIVES and Traits.of_name(c).kind in ("quality", "latency")
+                    and not (c.endswith("_reformed") and c[: -len("_reformed")] in df.columns)]
+        if not objs:
+            raise ValueError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
+        entries = [o if isinstance(o, dict) else {"name": str(o)} for o in objs]
+        return cls([e["name"] for e in entries], [e.get("direction", "minimize") for e in entries],
+                    [Traits.of_entry(e) for e in entries], [e.get("path") for e in entries])
 
     def trait(self, name: str) -> Traits:
         """The traits of objective ``name`` (a column that is no objective: the registry's, else kind "other")."""

@@ -33,7 +33,7 @@ import pytest
 
 from search_spaces import Subnet, SubnetSpace
 
-from .base import Context, Objective, checked_score
+from .base import Context, Objective, Traits, can_score_model, checked_score
 from .predictors import LatencyPredictor, checked_predict
 
 
@@ -119,6 +119,28 @@ class ObjectiveTestSuite:
         assert isinstance(low, Objective) and low.name == objective.name and low.direction == objective.direction
         low.setup(context)
         assert math.isfinite(checked_score(low, context.space.dense(), context))
+
+    def test_traits_are_valid(self, objective):
+        Traits.of(objective)  # raises naming the bad trait
+
+    def test_size_and_latency_are_extreme_at_the_ends(self, objective, context):
+        """kind "size"/"latency" promises what the constraint pre-check assumes: no subnet scores outside
+        [smallest subnet, dense model]."""
+        if objective.traits.kind not in ("size", "latency") or not self.deterministic:
+            pytest.skip("only deterministic size and latency objectives promise monotone ends")
+        objective.setup(context)
+        space = context.space
+        drop = range(1, space.num_layers) if space.allow_layer_drop else ()
+        smallest = space.uniform(1, space.neuron_choices[0], drop=drop)  # as SearchProblem.smallest, up to which layer stays
+        a, b = checked_score(objective, space.dense(), context), checked_score(objective, smallest, context)
+        lo, hi = min(a, b), max(a, b)
+        assert all(lo <= checked_score(objective, s, context) <= hi for s in _probe_subnets(space))
+
+    def test_score_model_gives_a_finite_float(self, objective, context):
+        if not can_score_model(objective):
+            pytest.skip("objective has no score_model")
+        objective.setup(context)
+        assert math.isfinite(float(objective.score_model(context.sliced(_probe_subnets(context.space)[1]), context)))
 
     def test_does_not_change_the_model(self, objective, context):
         before = {k: v.clone() for k, v in context.model.state_dict().items()}
