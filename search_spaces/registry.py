@@ -50,6 +50,7 @@ class Registry(Generic[T]):
         """
         def deco(obj: T) -> T:
             key = name or getattr(obj, "name", None) or obj.__name__  # type: ignore[attr-defined]
+            self._check_new(key, obj)  # refuse before touching the class
             for k, v in traits.items():
                 setattr(obj, k, v)
             self.add(key, obj)
@@ -58,12 +59,15 @@ class Registry(Generic[T]):
 
     def add(self, name: str, obj: Any) -> None:
         """Register ``obj`` (or a lazy ``"pkg.mod:Attr"`` string) under ``name``; a repeated name is an error."""
+        self._check_new(name, obj)
+        self._items[name] = _Lazy(obj) if isinstance(obj, str) else obj
+
+    def _check_new(self, name: str, obj: Any) -> None:
         if name in self._items and self._items[name] is not obj:
             raise ConfigError(f"{self.kind} {name!r} is registered twice ({self._describe(self._items[name])} and "
                               f"{self._describe(obj)}); choose another name")
         if self.base is not None and isinstance(obj, type) and not issubclass(obj, self.base):
             raise ConfigError(f"{self.kind} {name!r}: {obj.__name__} is not a subclass of {self.base.__name__}")
-        self._items[name] = _Lazy(obj) if isinstance(obj, str) else obj
 
     def remove(self, name: str) -> None:
         """Forget ``name`` (tests and notebooks that re-register a changed class)."""
