@@ -256,8 +256,7 @@ def test_pareto_mask_used_by_result_matches_front_module():
 
 def test_size_constrained_search_seeds_inside_the_band():
     """A params_ratio constraint moves the seeds into the band (and keeps the ceil-heads uniform seed)."""
-    from nas_llm.cli.search import seed_ratios
-    from nas_llm.search.population import ratios_within, seeds
+    from nas_llm.search.population import ratios_within, seed_ratios, seeds
     from objectives import Constraint
 
     assert seed_ratios([Constraint.parse("latency_lut<=20")]) is None
