@@ -133,7 +133,7 @@ class Run:
         try:
             with atomic_path(self.path / "evaluations.parquet") as tmp:
                 df.to_parquet(tmp, index=False)
-        except (ImportError, ValueError):
+        except ValueError:  # a column pyarrow cannot store: the CSV is the contract
             pass
 
     def subnet(self, row_id: int) -> Subnet:
