@@ -27,7 +27,8 @@ Distributed search (Optuna driver): N workers share one study through its storag
       nas-llm search --driver optuna --storage postgresql://user:pw@host/db --out runs/NAME --evaluations 400 --join --worker-id 2
 
   ``--evaluations`` is the total over all workers (each trial checks the shared count before it
-  starts). When every worker has finished, rewrite the run table from the storage with the first
+  starts). A ``--join`` worker waits up to ``--join-timeout`` s for the study, never creates it, and
+  never writes the run folder (the coordinator holds ``RUN/.lock`` and writes it). When every worker has finished, rewrite the run table from the storage with the first
   command plus ``--resume`` (nothing is re-evaluated: the budget is already met).
 * ``--resume`` after a crash continues the study; trials the dead process left RUNNING are marked
   FAIL and proposed again. The pymoo driver resumes from ``checkpoint.json`` + ``evaluations.jsonl``.
