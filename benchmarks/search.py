@@ -2,7 +2,7 @@
 
     flock /tmp/nasllm-heavy.lock python benchmarks/search.py --evaluations 200
 
-Runs ``nas-llm search`` twice (pymoo NSGA-II with the importance-initialised first generation ->
+Runs ``run_search`` twice (pymoo NSGA-II with the importance-initialised first generation ->
 ``runs/smollm2-demo``; pure random search -> ``runs/smollm2-random``) with the same objectives
 (calibration perplexity + latency_lut), the same screening fidelity and the same budget, then
 compares hypervolumes at a stated reference point and places the uniform baselines against the
@@ -25,56 +25,19 @@ from benchmarks._results import command_line, header, machine, save_raw, write_s
 
 
 def _search(out: Path, driver: str, args: argparse.Namespace) -> dict:
-    from nas_llm.cli import build_parser
+    from nas_llm.search import SearchConfig, run_search
 
-    argv = ["search", "--model", "smollm2-135m", "--out", str(out), "--driver", driver,
-            "--objectives", args.objectives, "--evaluations", str(args.evaluations), "--pop-size", str(args.pop_size),
-            "--seed", str(args.seed), "--screen", str(args.screen), "--ppl-samples", str(args.ppl_samples),
-            "--ppl-seq-len", str(args.ppl_seq_len), "--importance", args.importance, "--no-progress"]
-    if (out / "run.json").is_file():
-        argv.append("--resume")
-    ns = build_parser(argv).parse_args(argv)
-    rc = ns._main(ns)
-    if rc:
-        raise SystemExit(f"search {driver} failed with {rc}")
+    config = SearchConfig(out=str(out), model="smollm2-135m", driver=driver, objectives=args.objectives,
+                          evaluations=args.evaluations, pop_size=args.pop_size, seed=args.seed, screen=args.screen,
+                          ppl_samples=args.ppl_samples, ppl_seq_len=args.ppl_seq_len, importance=args.importance,
+                          progress=False, resume=(out / "run.json").is_file())
+    run_search(config)
     return json.loads((out / "run.json").read_text())
-
-
-def _ensure_perplexity() -> str:
-    """Use ``objectives.perplexity`` when it exists; otherwise register a plain masked-forward stand-in
-    with the same name, arguments and data (calibration_batch windows), and say so."""
-    try:
-        import objectives.perplexity  # noqa: F401
-        return "objectives.perplexity"
-    except ModuleNotFoundError:
-        pass
-    from nas_llm.model.data import calibration_batch
-    from nas_llm.model.metrics import perplexity
-    from objectives import OBJECTIVES, Objective
-
-    class Perplexity(Objective):
-        name, unit, direction = "perplexity", "", "minimize"
-
-        def __init__(self, source="wikitext2-valid", n_samples=8, seq_len=256, seed=0, batch_size=4):
-            self.source, self.n_samples, self.seq_len, self.seed, self.batch_size = source, n_samples, seq_len, seed, batch_size
-
-        def score(self, subnet, ctx):
-            key = ("ppl-ids", self.source, self.seq_len, self.seed)
-            if key not in ctx.cache:
-                ctx.cache[key] = calibration_batch(ctx.tokenizer, self.source, 64, self.seq_len, self.seed)
-            with ctx.masked(subnet) as m:
-                return perplexity(m, ctx.cache[key][: self.n_samples], self.batch_size)
-
-        def at_fidelity(self, f):
-            return Perplexity(self.source, max(1, int(round(self.n_samples * f))), self.seq_len, self.seed, self.batch_size)
-
-    OBJECTIVES.add("perplexity", Perplexity)
-    return "benchmarks/search.py stand-in (masked forward; objectives.perplexity was not yet available)"
 
 
 def _hv(df: pd.DataFrame, names: list[str], ref) -> float:
     from nas_llm.front import hypervolume
-    from nas_llm.search.result import front_eligible
+    from nas_llm.front import eligible as front_eligible
 
     ok = front_eligible(df)
     return hypervolume(df.loc[ok, names].to_numpy(float), ref) if ok.any() else 0.0
@@ -100,7 +63,7 @@ def main() -> int:
 
     torch.set_num_threads(2)
     out, rout = Path(args.out), Path(args.random_out)
-    ppl_impl = _ensure_perplexity()
+    ppl_impl = "objectives.perplexity"
     if not args.reuse:
         _search(out, "pymoo", args)
         _search(rout, "random", args)
@@ -121,7 +84,7 @@ def main() -> int:
     # C: log(perplexity) vs latency, reference = nadir of both runs' full-fidelity points + 10% (a finite ratio
     # even when random search never gets near the dense model)
     from nas_llm.front import reference_point
-    from nas_llm.search.result import front_eligible as _fe
+    from nas_llm.front import eligible as _fe
 
     def logged(df):
         d = df[_fe(df)][names].to_numpy(float).copy()
@@ -149,7 +112,7 @@ def main() -> int:
 
     # where the uniform baselines fall: best front perplexity at equal or lower latency
     from nas_llm.front import pareto_mask
-    from nas_llm.search.result import front_eligible
+    from nas_llm.front import eligible as front_eligible
 
     ok = front_eligible(t_n)
     front = t_n[ok & pareto_mask(t_n[names].to_numpy(float), feasible=ok)]

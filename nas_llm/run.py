@@ -8,23 +8,33 @@ Layout::
     evaluations.csv     one row per evaluated subnet (also .parquet); columns below
     hypervolume.csv     evaluations, generation, hypervolume (after every generation)
     front.json          {"ids": [...], "reference_point": [...]} of the Pareto set
+    .lock               held (fcntl.flock) by the one process writing the folder; holds its pid
 
 ``evaluations`` columns: id, key (Subnet.key()), subnet (JSON), encoding (JSON list), source
 (dense | uniform | init | random | nsga2 | tpe | baseline:NAME ...), params, params_ratio, one column
 per objective name (highest fidelity measured), "NAME@FID" for lower fidelities, feasible, pareto,
 time_s, worker; after ``nas-llm reform``: reformed (bool) and "NAME_reformed" per objective.
-Writes are atomic (temp file + rename) so a killed process never leaves a torn table.
+Writes are atomic (temp file + rename) so a killed process never leaves a torn table, and one
+process at a time writes a run folder (:meth:`Run.lock`, an OS file lock released by the kernel
+even on SIGKILL).
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
+from nas_llm.errors import RunFolderError
 from nas_llm.model.atomic import atomic_path, atomic_write_text
 from search_spaces import Ranking, Subnet
+
+LOCK_FILE = ".lock"
+_HELD: dict[Path, int] = {}  # folders this process has locked -> nesting depth (the lock is re-entrant per process)
 
 EXPORTS_FILE = "exports.json"  # [{id, out, reformed}]: where each row was exported, so the report finds its eval.json
 
@@ -67,6 +77,40 @@ class Run:
             raise FileNotFoundError(f"{self.path} is not a nas-llm run folder (no run.json); create one with `nas-llm search --out {self.path}`")
         return self
 
+    @contextmanager
+    def lock(self) -> Iterator["Run"]:
+        """Hold the folder's writer lock (created with the folder); a second process gets a clear error.
+
+        Re-entrant within one process (the CLI holds it around ``run_search``, which takes it too).
+        The lock file stays; only the flock on it counts, so a crashed holder never blocks anyone.
+        """
+        key = self.path.resolve()
+        if key in _HELD:
+            _HELD[key] += 1
+            try:
+                yield self
+            finally:
+                _HELD[key] -= 1
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunFolderError(f"{self.path} is in use by another nas-llm process (pid {holder}); wait for it to finish "
+                                 f"or choose another --out") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            _HELD[key] = 1
+            yield self
+        finally:
+            _HELD.pop(key, None)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     # -- settings ----------------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
         return json.loads(self.require().settings_file.read_text())
@@ -89,7 +133,7 @@ class Run:
         try:
             with atomic_path(self.path / "evaluations.parquet") as tmp:
                 df.to_parquet(tmp, index=False)
-        except (ImportError, ValueError):
+        except ValueError:  # a column pyarrow cannot store: the CSV is the contract
             pass
 
     def subnet(self, row_id: int) -> Subnet:

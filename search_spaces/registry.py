@@ -112,13 +112,7 @@ def import_path(path: str, kind: str = "object") -> Any:
         raise ConfigError(f"{kind} import path must look like 'package.module:Name', got {path!r}")
     try:
         if mod_name.endswith(".py"):
-            p = Path(mod_name)
-            spec = importlib.util.spec_from_file_location(p.stem, p)
-            if spec is None or not p.is_file():
-                raise ImportError(f"no file {p}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[p.stem] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            module = _import_file(Path(mod_name))
         else:
             module = importlib.import_module(mod_name)
     except ImportError as e:
@@ -130,6 +124,21 @@ def import_path(path: str, kind: str = "object") -> Any:
     except AttributeError:
         raise ImportError(f"module {mod_name!r} has no attribute {attr!r} (from {kind} path {path!r})") from None
     return obj
+
+
+def _import_file(p: Path) -> Any:
+    """The module of a ``.py`` file, executed once: a second resolution (validation, then the search; a
+    resume) returns the same module, so what it registers is not registered twice."""
+    loaded = sys.modules.get(p.stem)
+    if loaded is not None and getattr(loaded, "__file__", None) and Path(loaded.__file__).resolve() == p.resolve():
+        return loaded
+    spec = importlib.util.spec_from_file_location(p.stem, p)
+    if spec is None or not p.is_file():
+        raise ImportError(f"no file {p}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[p.stem] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 __all__ = ["Registry", "UnknownNameError", "import_path"]

@@ -116,11 +116,13 @@ def test_errors_and_registry(text_file):
 def test_search_cli_scores_reformed_ppl_off_the_reformation_windows():
     import argparse
 
-    from nas_llm.cli.search import add_arguments, objective_args
+    from nas_llm.cli.search import add_arguments
+    from nas_llm.search import SearchConfig
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    a = objective_args(p.parse_args(["--out", "x", "--calib-samples", "16", "--calib-seed", "3"]))["perplexity_reformed"]
+    ns = p.parse_args(["--out", "x", "--calib-samples", "16", "--calib-seed", "3"])
+    a = SearchConfig.from_args(ns).objective_args()["perplexity_reformed"]
     assert (a["reform_samples"], a["reform_seed"]) == (16, 3) and a["seed"] == 4
 
 

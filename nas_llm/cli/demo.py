@@ -3,7 +3,7 @@
 importance ranking (WikiText-2 valid) -> small importance-initialised NSGA-II search (calibration
 perplexity vs predicted latency) -> ADMM reformation of the knee -> export -> reload with stock
 transformers classes -> WikiText-2 test perplexity of dense vs the exported subnet.
-Falls back to a fixed ~80% subnet when the search stack is unavailable (``--no-search``).
+``--no-search`` slices a fixed ~80% subnet instead of searching.
 """
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+EPILOG = """examples:
+  nas-llm demo
+  nas-llm demo --out runs/demo --evaluations 48 --max-params-ratio 0.8
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-windows", type=int, default=4, help="WikiText-2 test windows of 512 tokens for the final ppl")
     p.add_argument("--max-params-ratio", type=float, default=0.85, help="deployment budget: decoder-param ratio of the chosen point")
     p.add_argument("--overwrite", action="store_true", help="start the search again instead of resuming an existing run folder")
+    p.epilog = EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,13 +43,9 @@ def main(args: argparse.Namespace) -> int:
     model, tok = load_model(args.model)
     space = SubnetSpace.from_model(model)
     test = eval_windows(tok, "wikitext2-test", seq_len=512, max_windows=args.test_windows)
-    subnet, reformed = None, None
     if not args.no_search:
-        try:
-            subnet, reformed = _search_and_reform(args, model, tok, out)
-        except ImportError as e:  # search stack missing: keep the demo useful
-            print(f"[demo] search unavailable ({e}); slicing a fixed subnet instead")
-    if subnet is None:
+        subnet, reformed = _search_and_reform(args, model, tok, out)
+    else:
         ranking = importance_ranking(model, calibration_batch(tok, "wikitext2-valid", 8, 256, seed=0), "obs", cache_dir=out)
         subnet = space.uniform_at_ratio(0.8, "mlp")
         reformed = slice_model(model, ranking.resolve(subnet), subnet=subnet)
@@ -66,22 +69,22 @@ def _search_and_reform(args, model, tok, out: Path):
     """Search (or resume), choose the best-perplexity point within the budget, reform it with ADMM."""
     import shutil
 
-    from nas_llm.cli import main as cli
+    from nas_llm.cli.search import one_line_warnings, print_result
     from nas_llm.model.data import calibration_batch
     from nas_llm.model.reform import reform
     from nas_llm.run import Run
+    from nas_llm.search import SearchConfig, run_search
     from nas_llm.select import select
 
     run = Run(out)
     if run.exists() and args.overwrite:
         shutil.rmtree(out)
-    argv = ["search", "--model", args.model, "--out", str(out), "--evaluations", str(args.evaluations), "--pop-size", "8",
-            "--calib-samples", "8", "--ppl-samples", "4", "--ppl-seq-len", "256"]
-    if run.exists():
-        argv.append("--resume")
-    print("[demo] nas-llm " + " ".join(argv))
-    if cli(argv) != 0:
-        raise RuntimeError("search failed")
+    config = SearchConfig(out=str(out), model=args.model, evaluations=args.evaluations, pop_size=8, calib_samples=8,
+                          ppl_samples=4, ppl_seq_len=256, resume=run.exists())
+    print(f"[demo] {config.command()}{' --resume' if config.resume else ''}")
+    t0 = time.perf_counter()
+    with one_line_warnings():
+        print_result(config, run_search(config, model=model, tokenizer=tok), time.perf_counter() - t0)
     choice = select(out, "budget", max_params_ratio=args.max_params_ratio, optimize="perplexity")
     print("[demo] " + choice.describe(out).replace("\n", "\n[demo] "))
     subnet = Run(out).subnet(choice.id)

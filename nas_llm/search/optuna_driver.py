@@ -5,27 +5,37 @@ Storage: ``sqlite:///RUN/study.db`` by default; any RDB URL (``postgresql://...`
 processes on one machine / a shared file system). Each trial stores the subnet's encoding and
 its full table row in user attrs, so the run table is rebuilt from the storage alone.
 
+An ask/tell adapter (``study.ask()`` / ``study.tell()``) for :class:`~nas_llm.search.loop.SearchLoop`.
 Budget: ``evaluations`` counts finished trials across all workers; a trial starts only if the
 finished trials plus the running ones with a lower number are below the budget, so N workers
 together finish exactly N trials. A subnet proposed twice is answered from the cache (user attr
-``cached``) and not listed twice in the table.
+``cached``) and not listed twice in the table. A worker that joins (``--join``) waits up to
+``join_timeout`` seconds for the study to appear and never creates it.
 """
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from pathlib import Path
 from typing import Sequence
 
+from nas_llm.errors import ConfigError, NasLLMError, RunFolderError
 from nas_llm.run import Run
 
-from .population import initial_population
+from .config import INITS, SAMPLERS
+from .journal import Journal
+from .loop import Candidate, Driver, SearchLoop, run_driver, warn_seeds_over_budget
+from .population import initial_population, seed_ratios
 from .problem import SearchProblem
-from .pymoo_driver import Progress
-from .result import SearchResult, default_reference
+from .result import SearchResult
 
 RESCORED = "rescored.jsonl"
-SAMPLERS = ("nsga2", "tpe", "gp", "random")
+STUDY_SETTINGS = "nas_llm_search"  # study user attr: the SearchConfig of the coordinator (checked by joiners)
+
+
+class StudyNotFoundError(NasLLMError, FileNotFoundError):
+    """``--join`` found no study to join (within ``--join-timeout``)."""
 
 
 def make_storage(url: str | None, run_dir: str | Path | None):
@@ -44,7 +54,7 @@ def make_storage(url: str | None, run_dir: str | Path | None):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     if "://" not in url:
-        raise ValueError(f"storage {url!r} is not a database URL (sqlite:///file.db, postgresql://...) nor journal:PATH")
+        raise ConfigError(f"storage {url!r} is not a database URL (sqlite:///file.db, postgresql://...) nor journal:PATH")
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
 
 
@@ -72,7 +82,7 @@ def make_sampler(name: str, seed: int, pop_size: int, n_constraints: int):
         return optuna.samplers.GPSampler(seed=seed, constraints_func=cf)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"unknown Optuna sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    raise ConfigError(f"unknown Optuna sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
 def rows_from_study(study, run: Run | None = None) -> list[dict]:
@@ -86,12 +96,8 @@ def rows_from_study(study, run: Run | None = None) -> list[dict]:
         row = json.loads(t.user_attrs["row"])
         if row["key"] not in rows or rows[row["key"]]["id"] > row["id"]:
             rows[row["key"]] = row
-    if run is not None and (run.path / RESCORED).is_file():
-        for line in (run.path / RESCORED).read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+    if run is not None:
+        for r in Journal(run.path / RESCORED).load():
             if r["key"] in rows:
                 rows[r["key"]].update({k: v for k, v in r.items() if k not in ("id", "worker", "generation", "source")})
     return sorted(rows.values(), key=lambda r: r["id"])
@@ -106,83 +112,143 @@ def open_study(sp: SearchProblem, storage, study_name: str, sampler, create: boo
     try:
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
     except KeyError:
-        raise FileNotFoundError(f"no study {study_name!r} in the storage; start it without --join/--resume first") from None
+        raise StudyNotFoundError(f"no study {study_name!r} in the storage; start it without --join/--resume first") from None
     if [d.name.lower() for d in study.directions] != list(sp.directions):
-        raise ValueError(f"study {study_name!r} optimises {[d.name.lower() for d in study.directions]}, "
+        raise ConfigError(f"study {study_name!r} optimises {[d.name.lower() for d in study.directions]}, "
                          f"but the objectives ask for {sp.directions}; use the same --objectives")
     return study
 
 
+def _local_file(url: str | None, run_dir: str | Path | None) -> Path | None:
+    """The file a storage lives in (SQLite, journal), or None (a database server)."""
+    if url is None:
+        return None if run_dir is None else Path(run_dir) / "study.db"
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        return Path(url.removeprefix("journal:"))
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def _study_names(store) -> list[str]:
+    import optuna
+
+    return [] if isinstance(store, optuna.storages.InMemoryStorage) else optuna.get_all_study_names(store)
+
+
+def wait_for_study(url: str | None, run_dir: str | Path | None, study_name: str, timeout: float):
+    """The storage once it holds ``study_name`` (polled for ``timeout`` seconds); never creates the study."""
+    deadline, store = time.monotonic() + max(0.0, timeout), None
+    while True:
+        if store is None and (_local_file(url, run_dir) is None or _local_file(url, run_dir).is_file()):
+            store = make_storage(url, run_dir)  # a file storage is opened only once its creator made it
+        if store is not None and study_name in _study_names(store):
+            return store
+        if time.monotonic() >= deadline:
+            where = url or _local_file(url, run_dir)
+            raise StudyNotFoundError(f"no study {study_name!r} in {where} after waiting {timeout:g} s; start the coordinator "
+                                     f"(the same command without --join) first, or raise --join-timeout")
+        time.sleep(min(1.0, max(0.05, timeout / 50)))
+
+
 def prepare_study(sp: SearchProblem, storage: str | None, run_dir: str | Path | None, study_name: str = "nas-llm",
                   sampler: str = "nsga2", seed: int = 0, pop_size: int = 24, resume: bool = False, join: bool = False,
-                  init: str = "importance", ratios: Sequence[float] | None = None):
+                  init: str = "importance", ratios: Sequence[float] | None = None, join_timeout: float = 0.0,
+                  budget: int | None = None):
     """Create the study (enqueueing the importance-initialised first generation) or load it to resume/join."""
-    import optuna
     from optuna.trial import TrialState
 
-    if init not in ("importance", "random"):
-        raise ValueError(f"unknown init {init!r}; choose importance or random")
-    store = make_storage(storage, run_dir)
-    names = optuna.get_all_study_names(store) if not isinstance(store, optuna.storages.InMemoryStorage) else []
-    exists = study_name in names
+    if init not in INITS:
+        raise ConfigError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    store = wait_for_study(storage, run_dir, study_name, join_timeout) if join else make_storage(storage, run_dir)
+    exists = study_name in _study_names(store)
     if exists and not (resume or join):
-        raise FileExistsError(f"study {study_name!r} already exists in {storage or run_dir}; pass --resume to continue it "
-                              f"or --join to add a worker")
+        raise RunFolderError(f"study {study_name!r} already exists in {storage or run_dir}; pass --resume to continue it "
+                             f"or --join to add a worker")
     smp = make_sampler(sampler, seed + (zlib.crc32(str(sp.worker).encode()) % 1000 if join else 0), pop_size, len(sp.constraints))
     study = open_study(sp, store, study_name, smp, create=not exists)
     if exists and resume and not join:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             store.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
     if not exists and init == "importance":
-        for s, src in initial_population(sp.space, sp.ctx.ranking, pop_size, seed, **({"ratios": ratios} if ratios else {})):
+        members = initial_population(sp.space, sp.ctx.ranking, pop_size, seed, **({"ratios": ratios} if ratios else {}))
+        if budget is not None:
+            warn_seeds_over_budget(len(members), budget)
+        for s, src in members:
             x = sp.space.encode(s)
             study.enqueue_trial({n: int(v) for (n, _, _), v in zip(_param_names(sp), x)}, user_attrs={"source": src})
     return study
 
 
-def run_optuna(sp: SearchProblem, evaluations: int, sampler: str = "nsga2", pop_size: int = 24, seed: int = 0,
-               run_dir: str | Path | None = None, storage: str | None = None, study_name: str = "nas-llm",
-               resume: bool = False, join: bool = False, init: str = "importance", ratios: Sequence[float] | None = None,
-               rescore_fronts: int = 1, ref_point: Sequence[float] | None = None, progress: bool = True,
-               write: bool = True, shared: bool | None = None) -> SearchResult:
-    """Run (or join, or resume) a study until ``evaluations`` trials are finished in total.
+class OptunaDriver(Driver):
+    """``study.ask()`` one trial (or stop at the budget), ``study.tell()`` its values, constraints and row."""
 
-    ``join=True``: another process created the study; just work on it. ``resume=True``: continue a
-    killed run (trials left RUNNING by the dead process are marked FAIL and re-proposed).
-    ``shared``: other processes work on the same study, so look up their scores before evaluating
-    (default: when joining or on an explicit storage).
-    """
-    import optuna
-    from optuna.trial import TrialState
+    name = "optuna"
+    journal_file = None  # rows live in the trials' user attrs
+    rescore_file = RESCORED
+    checkpointed = False  # the storage is the checkpoint
 
-    if evaluations < 1:
-        raise ValueError(f"evaluations must be >= 1, got {evaluations}")
-    run = Run(run_dir) if run_dir is not None else None
-    shared = (join or storage is not None) if shared is None else shared
-    sp.setup()
-    study = prepare_study(sp, storage, run_dir, study_name, sampler, seed, pop_size, resume, join, init, ratios)
-    for r in rows_from_study(study, run):
-        sp.cache[r["key"]] = r
-    params = _param_names(sp)
-    bar = Progress(evaluations, _n_complete(study), progress, f"search (optuna {sampler})")
+    def __init__(self, sampler: str = "nsga2", pop_size: int = 24, seed: int = 0, storage: str | None = None,
+                 study_name: str = "nas-llm", join: bool = False, init: str = "importance",
+                 ratios: Sequence[float] | None = None, shared: bool | None = None, join_timeout: float = 0.0, config=None):
+        self.sampler, self.pop_size, self.seed, self.storage, self.study_name = sampler, pop_size, seed, storage, study_name
+        self.join, self.init, self.ratios, self.join_timeout, self.config = join, init, ratios, join_timeout, config
+        self.shared = (join or storage is not None) if shared is None else shared
+        self._trial, self._cached, self._number = None, False, -1
 
-    def objective(trial: "optuna.Trial"):
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        ahead = sum(1 for t in done if t.state == TrialState.COMPLETE or t.number < trial.number)
-        if ahead >= evaluations:
-            trial.study.stop()
-            raise optuna.TrialPruned("budget reached")
-        x = [trial.suggest_int(n, lo, hi) for n, lo, hi in params]
-        s = sp.space.decode(sp.repair(x))
-        if shared and s.key() not in sp.cache:  # another worker may have scored it meanwhile
-            for r in rows_from_study(study):
-                sp.cache.setdefault(r["key"], r)
-        cached = s.key() in sp.cache
-        row = sp.evaluate(s, trial.user_attrs.get("source", sampler), trial.number // pop_size, row_id=trial.number)
+    @classmethod
+    def from_config(cls, config, sp: SearchProblem) -> "OptunaDriver":
+        return cls(config.sampler, config.pop_size, config.seed, config.storage, config.study_name, config.join, config.init,
+                   seed_ratios(sp.constraints), config.workers > 1 or config.join or config.storage is not None,
+                   config.join_timeout, config)
+
+    @property
+    def label(self) -> str:
+        return f"optuna {self.sampler}"
+
+    def start(self, loop: SearchLoop, checkpoint: dict | None) -> None:
+        super().start(loop, checkpoint)
+        run_dir = loop.folder.path if loop.folder is not None else None
+        self.study = prepare_study(loop.sp, self.storage, run_dir, self.study_name, self.sampler, self.seed, self.pop_size,
+                                   loop.resume, self.join, self.init, self.ratios, self.join_timeout, loop.evaluations)
+        self._check_settings()
+        loop.sp.restore(rows_from_study(self.study, loop.folder))
+        self.params = _param_names(loop.sp)
+
+    def _check_settings(self) -> None:
+        """The study remembers its coordinator's settings; a joiner or a resume with other ones is refused."""
+        if self.config is None:
+            return
+        old = self.study.user_attrs.get(STUDY_SETTINGS)
+        if old is None:
+            self.study.set_user_attr(STUDY_SETTINGS, self.config.to_json()["search"])
+            return
+        diffs = type(self.config).from_json({"search": old}, out=self.config.out).diff(self.config)
+        if diffs:
+            raise ConfigError(f"study {self.study_name!r} was started with other settings ({'; '.join(diffs)}); "
+                              f"join it with the coordinator's settings")
+
+    def ask(self, remaining: int) -> list[Candidate]:
+        from optuna.trial import TrialState
+
+        trial = self.study.ask()
+        live = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if sum(1 for t in live if t.state == TrialState.COMPLETE or t.number < trial.number) >= self.loop.evaluations:
+            self.study.tell(trial, state=TrialState.PRUNED)  # the budget is taken (by finished or earlier trials)
+            return []
+        sp = self.loop.sp
+        s = sp.space.decode(sp.repair([trial.suggest_int(n, lo, hi) for n, lo, hi in self.params]))
+        if self.shared and s.key() not in sp.cache:  # another worker may have scored it meanwhile
+            sp.restore(rows_from_study(self.study), overwrite=False)
+        self._trial, self._cached, self._number = trial, s.key() in sp.cache, trial.number
+        return [Candidate(s, trial.user_attrs.get("source", self.sampler), trial.number // self.pop_size, trial.number)]
+
+    def tell(self, rows: list[dict]) -> None:
+        sp, trial, row = self.loop.sp, self._trial, rows[0]
         trial.set_user_attr("key", row["key"])
         trial.set_user_attr("encoding", json.loads(row["encoding"]))
-        trial.set_user_attr("cached", bool(cached))
-        if not cached:
+        trial.set_user_attr("cached", bool(self._cached))
+        if not self._cached:
             trial.set_user_attr("row", json.dumps(row, default=float))
         if sp.constraints:
             g = [float(v) for v in sp.violations(row)]
@@ -190,30 +256,45 @@ def run_optuna(sp: SearchProblem, evaluations: int, sampler: str = "nsga2", pop_
             if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read these
                 for c, v in zip(sp.constraints, g):
                     trial.set_constraint(f"{c.objective}[{c.lo},{c.hi}]", v)
-        return tuple(float(row[c]) for c in sp.search_columns)
+        self.study.tell(trial, sp.objective_values(row))
+        self._trial = None
 
-    state = {"ref": None if ref_point is None else list(ref_point), "hv": float("nan")}
+    def abort(self) -> None:
+        from optuna.trial import TrialState
 
-    def tick(study_, trial) -> None:
-        if bar.bar is None:
-            return
-        if trial.number % pop_size == pop_size - 1 and sp.cache:  # hypervolume once per generation
-            import pandas as pd
+        if self._trial is not None:
+            trial, self._trial = self._trial, None
+            try:
+                self.study.tell(trial, state=TrialState.FAIL)
+            except Exception:  # noqa: BLE001 - the original error matters; a resume marks RUNNING trials failed anyway
+                pass
 
-            rows = list(sp.cache.values())
-            if state["ref"] is None:
-                state["ref"] = default_reference(pd.DataFrame(rows), sp.names, sp.directions)
-            state["hv"] = SearchResult.from_rows(rows, sp.names, sp.directions, state["ref"]).hypervolume
-        bar.update(_n_complete(study_), len(study_.best_trials), state["hv"])
+    def done(self) -> int:
+        return _n_complete(self.study)
 
-    try:
-        if _n_complete(study) < evaluations:
-            study.optimize(objective, callbacks=[tick], gc_after_trial=False, catch=())
-    finally:
-        bar.close()
-    if not write:
-        return SearchResult.from_rows(rows_from_study(study, run), sp.names, sp.directions, ref_point)
-    return finish_study(sp, study, run, rescore_fronts, pop_size, ref_point)
+    def generation_done(self) -> bool:
+        return self._number % self.pop_size == self.pop_size - 1
+
+    def rows(self) -> list[dict]:
+        return rows_from_study(self.study, self.loop.folder)
+
+
+def run_optuna(sp: SearchProblem, evaluations: int, sampler: str = "nsga2", pop_size: int = 24, seed: int = 0,
+               run_dir: str | Path | None = None, storage: str | None = None, study_name: str = "nas-llm",
+               resume: bool = False, join: bool = False, init: str = "importance", ratios: Sequence[float] | None = None,
+               rescore_fronts: int = 1, ref_point: Sequence[float] | None = None, progress: bool = True,
+               write: bool = True, shared: bool | None = None, join_timeout: float = 0.0) -> SearchResult:
+    """Run (or join, or resume) a study until ``evaluations`` trials are finished in total.
+
+    ``join=True``: another process created the study (wait up to ``join_timeout`` s for it); just
+    work on it. ``resume=True``: continue a killed run (trials left RUNNING by the dead process are
+    marked FAIL and re-proposed). ``shared``: other processes work on the same study, so look up
+    their scores before evaluating (default: when joining or on an explicit storage).
+    ``write=False``: neither re-score nor write the run table (a worker; the coordinator writes).
+    """
+    driver = OptunaDriver(sampler, pop_size, seed, storage, study_name, join, init, ratios, shared, join_timeout)
+    return run_driver(sp, driver, evaluations, run_dir=run_dir, resume=resume, rescore_fronts=rescore_fronts,
+                      ref_point=ref_point, progress=progress, write=write)
 
 
 def _n_complete(study) -> int:
@@ -225,33 +306,8 @@ def _n_complete(study) -> int:
 def finish(sp: SearchProblem, storage: str | None, run_dir: str | Path, study_name: str = "nas-llm",
            rescore_fronts: int = 1, pop_size: int = 24, ref_point: Sequence[float] | None = None,
            rescore_baselines: bool = False) -> SearchResult:
-    """Rebuild the run table from the storage (after all workers are done) and write it."""
-    import optuna
-
-    study = optuna.load_study(study_name=study_name, storage=make_storage(storage, run_dir))
-    return finish_study(sp, study, Run(run_dir), rescore_fronts, pop_size, ref_point, rescore_baselines)
-
-
-def finish_study(sp: SearchProblem, study, run: Run | None, rescore_fronts: int, pop_size: int,
-                 ref_point: Sequence[float] | None = None, rescore_baselines: bool = False) -> SearchResult:
-    """Re-score near the front (and optionally the baselines) at full fidelity, then write the table, history and front."""
-    import pandas as pd
-
-    rows = rows_from_study(study, run)
-    sp.cache = {r["key"]: r for r in rows}
-    if (rescore_fronts > 0 or rescore_baselines) and run is not None:
-        sp.journal = run.path / RESCORED
-        if rescore_fronts > 0:
-            sp.rescore(sp.near_front(rows, rescore_fronts))
-        if rescore_baselines:
-            sp.rescore(sp.baselines())
-        rows = rows_from_study(study, run)
-    ref = ref_point
-    if ref is None and rows:
-        df = pd.DataFrame(rows)
-        ref = default_reference(df[df["generation"] == df["generation"].min()], sp.names, sp.directions)
-    res = SearchResult.from_rows(rows, sp.names, sp.directions, ref)
-    if run is not None:
-        res.save(run)
-    return res
-
+    """Rebuild the run table from the storage (after all workers are done), re-score and write it."""
+    loop = SearchLoop(sp, 1, run_dir=run_dir, rescore_fronts=rescore_fronts, ref_point=ref_point, progress=False,
+                      rescore_baselines=rescore_baselines)
+    loop.start(OptunaDriver(pop_size=pop_size, storage=storage, study_name=study_name, join=True))
+    return loop.finish()

@@ -1,9 +1,13 @@
 """The search problem, declared once: space + objectives + constraints + a caching evaluator.
 
-Both drivers (pymoo, Optuna) and the random baseline call :meth:`SearchProblem.evaluate`; it
-scores a subnet at most once per run (cache keyed by ``Subnet.key()``), appends every finished
-evaluation to a JSONL journal (so a killed run loses nothing), and returns a plain dict row of
-the run table (columns in ``nas_llm.run``).
+Every driver (pymoo, Optuna, random) goes through :meth:`SearchProblem.evaluate`; it scores a
+subnet at most once per run (cache keyed by ``Subnet.key()``), appends every finished evaluation
+to a :class:`~nas_llm.search.journal.Journal` (so a killed run loses nothing), and returns a plain
+dict row of the run table (columns in ``nas_llm.run``). Rows scored elsewhere (a journal being
+resumed, other workers of a shared study) enter the cache through :meth:`restore` only.
+
+A candidate whose objective returns NaN or infinity is recorded as failed (``reason`` column,
+infeasible, worst values for the optimiser) instead of aborting the search.
 
 Multi-fidelity: when ``screen_fidelity`` is set, objectives whose ``at_fidelity(f)`` differs
 from themselves are first scored cheaply (column ``NAME@f``, which the optimiser sees);
@@ -13,23 +17,41 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from nas_llm.errors import ConfigError
 from objectives import Constraint, Context, Objective, checked_score, describe_objective, get_objective
+from objectives.base import finite_float
 from search_spaces import LayerChoice, Subnet, SubnetError
-from ..run import to_builtin
+
+from .journal import Journal
 
 # objective kinds that grow with the subnet: their extremes sit at the smallest subnet and the dense model
 PRECHECKED_KINDS = ("size", "latency")
 
 
+# what the optimiser sees for a failed candidate: worse than any real score, yet finite (crowding distances
+# and hypervolumes stay defined)
+FAILED = 1e30
+
+
+class CandidateFailed(Exception):
+    """An objective returned NaN or infinity for one candidate: that candidate fails, the search goes on."""
+
+
 def _fmt_fid(f: float) -> str:
     return f"{f:g}"
+
+
+def _non_finite(v: Any) -> bool:
+    try:
+        return not math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False  # not a number at all: finite_float names the objective and the fix
 
 
 class SearchProblem:
@@ -45,14 +67,14 @@ class SearchProblem:
     def __init__(self, ctx: Context, objectives: Sequence[Any], constraints: Sequence[Any] = (),
                  screen_fidelity: float | None = None, worker: str | int = 0, journal: str | Path | None = None):
         if objectives is None or len(objectives) == 0:
-            raise ValueError("no objectives given; name at least one, e.g. --objectives perplexity,latency_lut")
+            raise ConfigError("no objectives given; name at least one, e.g. --objectives perplexity,latency_lut")
         self.ctx = ctx
         self.space = ctx.space
         self.objectives: list[Objective] = [get_objective(o) for o in objectives]
         names = [o.name for o in self.objectives]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ValueError(f"objective {sorted(dup)[0]!r} is listed twice")
+            raise ConfigError(f"objective {sorted(dup)[0]!r} is listed twice")
         self.names = names
         self.directions = [o.direction for o in self.objectives]
         self.constraints: list[Constraint] = [c if isinstance(c, Constraint) else Constraint.parse(str(c)) for c in constraints]
@@ -61,11 +83,11 @@ class SearchProblem:
             if c.objective == "params_ratio":
                 for b in (c.lo, c.hi):
                     if b is not None and not 0 < b <= 1:
-                        raise ValueError(f"constraint on params_ratio: bound {b} is outside (0, 1]; a ratio is kept/dense params")
+                        raise ConfigError(f"constraint on params_ratio: bound {b} is outside (0, 1]; a ratio is kept/dense params")
             if c.objective not in names and c.objective not in self._constraint_obj:
                 self._constraint_obj[c.objective] = get_objective(c.objective)
         if screen_fidelity is not None and not 0 < screen_fidelity <= 1:
-            raise ValueError(f"screen fidelity must be in (0, 1], got {screen_fidelity}")
+            raise ConfigError(f"screen fidelity must be in (0, 1], got {screen_fidelity}")
         self.screen_fidelity = None if screen_fidelity in (None, 1, 1.0) else float(screen_fidelity)
         self._screen: dict[str, Objective] = {}
         if self.screen_fidelity is not None:
@@ -79,7 +101,7 @@ class SearchProblem:
         self.n_calls = 0  # objective evaluations actually run (cache misses)
         self.n_hits = 0  # evaluate() calls answered from the cache (duplicates the optimiser proposed)
         self.objective_s: dict[str, float] = {}  # seconds spent in each objective's score (search cost split)
-        self.journal = Path(journal) if journal is not None else None
+        self._journal = Journal(journal) if isinstance(journal, (str, Path)) else journal
         self._setup_done = False
 
     # -- columns -----------------------------------------------------------------------------
@@ -122,10 +144,10 @@ class SearchProblem:
             hi_v = checked_score(obj, self.space.dense(), self.ctx)
             vmin, vmax = min(lo_v, hi_v), max(lo_v, hi_v)
             if c.hi is not None and vmin > c.hi:
-                raise ValueError(f"constraint {c.objective} <= {c.hi}: no subnet can meet it; even the smallest subnet "
+                raise ConfigError(f"constraint {c.objective} <= {c.hi}: no subnet can meet it; even the smallest subnet "
                                  f"scores {vmin:.4g} (the dense model {hi_v:.4g}). Raise the budget.")
             if c.lo is not None and vmax < c.lo:
-                raise ValueError(f"constraint {c.objective} >= {c.lo}: no subnet can meet it; the largest value is "
+                raise ConfigError(f"constraint {c.objective} >= {c.lo}: no subnet can meet it; the largest value is "
                                  f"{vmax:.4g} (dense model). Lower the bound.")
         self._setup_done = True
 
@@ -165,6 +187,19 @@ class SearchProblem:
             "params": self.space.params(subnet, decoder_only=False),
             "params_ratio": self.space.ratio(subnet),
         }
+        try:
+            row["fidelity"] = self._score_all(row, subnet)
+        except CandidateFailed as e:
+            self._fail(row, str(e))
+        self._feasibility(row)
+        row.update(generation=int(generation), time_s=time.perf_counter() - t0, worker=self.worker)
+        self.n_calls += 1
+        self.cache[key] = row
+        self._append(row)
+        return row
+
+    def _score_all(self, row: dict, subnet: Subnet) -> float:
+        """Fill ``row`` with every objective's (screening) value; returns the fidelity measured."""
         fid = 1.0
         for o in self.objectives:
             if o.name in self._screen:
@@ -175,47 +210,69 @@ class SearchProblem:
                 row[o.name] = self._timed(o.name, o, subnet)
         for name, o in self._constraint_obj.items():
             row[name] = self._timed(name, o, subnet)
-        row["fidelity"] = fid
-        self._feasibility(row)
-        row.update(generation=int(generation), time_s=time.perf_counter() - t0, worker=self.worker)
-        self.n_calls += 1
-        self.cache[key] = row
-        self._append(row)
-        return row
+        return fid
+
+    def _fail(self, row: dict, reason: str) -> None:
+        """Mark ``row`` failed: every value it lacks is NaN, it is infeasible and never on a front."""
+        for c in [*self.names, *self.search_columns, *self._constraint_obj]:
+            row.setdefault(c, math.nan)
+        row.setdefault("fidelity", 1.0)
+        row["reason"] = reason
 
     def _timed(self, name: str, objective, subnet: Subnet) -> float:
         t0 = time.perf_counter()
         try:
-            return checked_score(objective, subnet, self.ctx)
+            v = objective.score(subnet, self.ctx)
+            if _non_finite(v):
+                raise CandidateFailed(f"objective {name!r} returned {float(v)}")
+            return finite_float(v, f"objective {objective.name!r}", "score() must return a float", subnet)
         finally:
             self.objective_s[name] = self.objective_s.get(name, 0.0) + time.perf_counter() - t0
 
     def _feasibility(self, row: dict) -> None:
         g = self.violations(row)
-        row["violation"] = float(max(g)) if len(g) else 0.0
+        row["violation"] = float(max(g)) if len(g) else (FAILED if self.failed(row) else 0.0)
         row["feasible"] = bool(row["violation"] <= 0)
+
+    @staticmethod
+    def failed(row: dict) -> bool:
+        """Whether an objective returned NaN/inf for this row (its ``reason`` says which)."""
+        return isinstance(row.get("reason"), str) and bool(row["reason"])
 
     def violations(self, row: dict) -> list[float]:
         """pymoo's G per constraint (<= 0 feasible), from the highest-fidelity values."""
+        if self.failed(row):
+            return [FAILED] * len(self.constraints)
         return [c.violation(float(row[c.objective])) for c in self.constraints]
 
     def search_values(self, row: dict) -> np.ndarray:
         """The row's objective vector as the optimiser sees it (minimisation form)."""
+        if self.failed(row):
+            return np.full(len(self.names), FAILED)
         v = np.array([float(row[c]) for c in self.search_columns])
         if self._log.any():
             v[self._log] = np.log(np.maximum(v[self._log], 1e-300))
         return v * self.signs()
 
+    def objective_values(self, row: dict) -> tuple[float, ...]:
+        """The row's search values in the objectives' own directions (what Optuna is told)."""
+        if self.failed(row):
+            return tuple(-FAILED if d == "maximize" else FAILED for d in self.directions)
+        return tuple(float(row[c]) for c in self.search_columns)
+
     def rescore(self, rows: Iterable[dict]) -> int:
         """Score ``rows`` at full fidelity where only the screening value exists. Returns how many."""
         n = 0
         for row in rows:
-            if row.get("fidelity", 1.0) >= 1.0 or not self._screen:
+            if row.get("fidelity", 1.0) >= 1.0 or not self._screen or self.failed(row):
                 continue
             subnet = Subnet.from_json(row["subnet"])
             t0 = time.perf_counter()
-            for name in self._screen:
-                row[name] = self._timed(name, self._objective_for(name), subnet)
+            try:
+                for name in self._screen:
+                    row[name] = self._timed(name, self._objective_for(name), subnet)
+            except CandidateFailed as e:
+                self._fail(row, str(e))
             row["fidelity"] = 1.0
             row["time_s"] = float(row.get("time_s", 0.0)) + time.perf_counter() - t0
             self._feasibility(row)
@@ -242,27 +299,28 @@ class SearchProblem:
             out += [cand[int(i)] for i in fr]
         return out
 
-    # -- journal --------------------------------------------------------------------------------
-    def _append(self, row: dict) -> None:
-        if self.journal is None:
-            return
-        self.journal.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.journal, "a") as f:
-            f.write(json.dumps(row, default=_json_default) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    # -- rows scored elsewhere and the journal ---------------------------------------------------
+    def record_to(self, journal: Journal | None) -> None:
+        """Append every row scored from now on to ``journal`` (None: keep rows in memory only)."""
+        self._journal = journal
 
-    def load_journal(self) -> int:
-        """Fill the cache from the journal (a torn last line from a kill is ignored). Returns rows."""
-        if self.journal is None or not self.journal.is_file():
-            return 0
-        for line in self.journal.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            self.cache[row["key"]] = row  # later lines (rescores) override earlier ones
+    def restore(self, rows: Iterable[dict], *, replace: bool = False, overwrite: bool = True) -> int:
+        """Put rows scored earlier (a resumed journal, other workers) in the cache; returns its size.
+
+        ``replace``: forget the cache first. ``overwrite=False``: keep rows already known (a
+        shared study's copy never replaces this process's own). Later rows of a key win otherwise
+        (a full-fidelity re-score overrides the screening row).
+        """
+        if replace:
+            self.cache = {}
+        for row in rows:
+            if overwrite or row["key"] not in self.cache:
+                self.cache[row["key"]] = row
         return len(self.cache)
+
+    def _append(self, row: dict) -> None:
+        if self._journal is not None:
+            self._journal.append(row)
 
     def rows(self) -> list[dict]:
         return sorted(self.cache.values(), key=lambda r: r["id"])
@@ -277,22 +335,13 @@ class SearchProblem:
         }
 
 
-def _json_default(o: Any) -> Any:
-    o = to_builtin(o)
-    if isinstance(o, (int, float, bool)) and not (isinstance(o, float) and math.isnan(o)):
-        return o
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    return str(o)
-
-
 def check_objective_matrix(F: np.ndarray, n_rows: int, n_obj: int) -> np.ndarray:
     """Shape check with an error that names the fix (as pymoo does)."""
     F = np.asarray(F, dtype=float)
     if F.shape != (n_rows, n_obj):
-        raise ValueError(f"objective matrix has shape {F.shape}, expected ({n_rows}, {n_obj}): one row per candidate and "
+        raise ConfigError(f"objective matrix has shape {F.shape}, expected ({n_rows}, {n_obj}): one row per candidate and "
                          f"one column per objective; each objective's score() must return one float")
     return F
 
 
-__all__ = ["SearchProblem", "SubnetError", "check_objective_matrix", "PRECHECKED_KINDS"]
+__all__ = ["SearchProblem", "SubnetError", "CandidateFailed", "FAILED", "check_objective_matrix", "PRECHECKED_KINDS"]

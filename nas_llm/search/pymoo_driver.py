@@ -1,29 +1,25 @@
 """pymoo driver: NSGA-II (NSGA-III for 3+ objectives) on the integer encoding, checkpointed every generation.
 
-Runs pymoo's ask/tell loop so that after every generation we can (1) re-score points near the
-front at full fidelity, (2) write the run table, hypervolume history and front, and (3) write
-``checkpoint.json`` -- the surviving population's encodings and the algorithm's RNG state, no
-pickle. Every finished evaluation is also appended to ``evaluations.jsonl`` at once, so
-``resume=True`` after a SIGKILL re-asks the interrupted generation from the same RNG state and
-finds its finished members in the cache: nothing lost, nothing evaluated twice.
+An ask/tell adapter for :class:`~nas_llm.search.loop.SearchLoop`: after every generation the loop
+re-scores points near the front, writes the run table and front, and ``checkpoint.json`` with this
+driver's :meth:`PymooDriver.state` -- the surviving population's encodings and the algorithm's RNG
+state, no pickle. ``resume=True`` after a SIGKILL re-asks the interrupted generation from the same
+RNG state and finds its finished members in the journal: nothing lost, nothing evaluated twice.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from nas_llm.model.atomic import atomic_write_text
-from nas_llm.run import Run
+from nas_llm.errors import ConfigError
 
-from .population import initial_population
+from .config import ALGORITHMS, INITS
+from .loop import Candidate, Driver, SearchLoop, run_driver, warn_seeds_over_budget
+from .population import initial_population, seed_ratios
 from .problem import SearchProblem, check_objective_matrix
-from .result import SearchResult, default_reference
-
-CHECKPOINT = "checkpoint.json"
-JOURNAL = "evaluations.jsonl"
+from .result import SearchResult
 
 
 def pymoo_problem(sp: SearchProblem):
@@ -44,11 +40,17 @@ def pymoo_problem(sp: SearchProblem):
             for x in np.atleast_2d(X):
                 s = sp.space.decode(sp.repair(x))
                 rows.append(sp.evaluate(s, self.sources.get(s.key(), self.source), self.generation))
-            out["F"] = check_objective_matrix(np.stack([sp.search_values(r) for r in rows]), len(rows), self.n_obj)
-            if self.n_ieq_constr:
-                out["G"] = np.array([sp.violations(r) for r in rows], dtype=float).reshape(len(rows), self.n_ieq_constr)
+            out.update(objective_arrays(sp, rows))
 
     return SubnetProblem()
+
+
+def objective_arrays(sp: SearchProblem, rows: list[dict]) -> dict[str, np.ndarray]:
+    """pymoo's ``F`` (minimised search values) and ``G`` (<= 0 feasible, when there are constraints) of ``rows``."""
+    out = {"F": check_objective_matrix(np.stack([sp.search_values(r) for r in rows]), len(rows), len(sp.names))}
+    if sp.constraints:
+        out["G"] = np.array([sp.violations(r) for r in rows], dtype=float).reshape(len(rows), len(sp.constraints))
+    return out
 
 
 def _repair(sp: SearchProblem):
@@ -89,133 +91,99 @@ def make_algorithm(sp: SearchProblem, sampling, pop_size: int, name: str = "auto
             parts += 1
         ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=parts)
         return NSGA3(ref_dirs=ref_dirs, pop_size=max(pop_size, len(ref_dirs)), **ops), name
-    raise ValueError(f"unknown pymoo algorithm {name!r}; choose nsga2, nsga3 or auto")
+    raise ConfigError(f"unknown pymoo algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
 
 
-class Progress:
-    """A tqdm bar over unique evaluations with front size and hypervolume in the postfix."""
+class PymooDriver(Driver):
+    """pymoo's ask/tell: ``ask`` returns the algorithm's infills (trimmed to the budget), ``tell``
+    hands their F/G to pymoo through a ``StaticProblem``; the checkpoint holds the survivors and the RNG."""
 
-    def __init__(self, total: int, initial: int, enabled: bool, desc: str):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
+    name = "pymoo"
 
-            self.bar = tqdm(total=total, initial=min(initial, total), desc=desc, unit="eval")
-        self.n = initial
+    def __init__(self, pop_size: int = 24, seed: int = 0, algorithm: str = "auto", init: str = "importance",
+                 ratios: Sequence[float] | None = None):
+        if pop_size < 2:
+            raise ConfigError(f"population size must be >= 2, got {pop_size}")
+        if init not in INITS:
+            raise ConfigError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+        self.pop_size, self.seed, self.algorithm, self.init, self.ratios = pop_size, seed, algorithm, init, ratios
+        self.sources: dict[str, str] = {}
+        self.algo_name = algorithm  # nsga2 / nsga3 once "auto" is decided in start()
+        self._pop = None
 
-    def update(self, n_now: int, front: int, hv: float) -> None:
-        if self.bar is not None:
-            self.bar.update(max(0, min(n_now, self.bar.total) - self.n))
-            self.bar.set_postfix(front=front, hv=f"{hv:.4g}")
-        self.n = n_now
+    @classmethod
+    def from_config(cls, config, sp: SearchProblem) -> "PymooDriver":
+        return cls(config.pop_size, config.seed, config.algorithm, config.init, seed_ratios(sp.constraints))
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    @property
+    def label(self) -> str:
+        return self.algo_name
 
+    def start(self, loop: SearchLoop, checkpoint: dict | None) -> None:
+        from pymoo.core.termination import NoTermination
 
-def finish_generation(sp: SearchProblem, run: Run | None, ref: list[float] | None, rescore_fronts: int) -> tuple[SearchResult, list[float]]:
-    """Re-score near the front, fix the reference point (first time), write the table/front/history."""
-    if rescore_fronts > 0:
-        sp.rescore(sp.near_front(sp.rows(), rescore_fronts))
-    rows = sp.rows()
-    if ref is None:
-        import pandas as pd
+        super().start(loop, checkpoint)
+        sp = loop.sp
+        self.problem = pymoo_problem(sp)
+        self.algo, self.algo_name = make_algorithm(sp, self._sampling(checkpoint, loop), self.pop_size, self.algorithm)
+        self.algo.setup(self.problem, termination=NoTermination(), seed=self.seed, verbose=False)
+        if checkpoint is not None:  # rebuild the survivors (all cached), then restore the RNG
+            pop = self.algo.ask()
+            self._tell(pop, loop.score([self._candidate(x, int(checkpoint["generation"])) for x in pop.get("X")]))
+            if checkpoint.get("rng") and getattr(self.algo, "random_state", None) is not None:  # pymoo >= 0.6.2
+                self.algo.random_state.bit_generator.state = checkpoint["rng"]
 
-        ref = default_reference(pd.DataFrame(rows), sp.names, sp.directions)
-    res = SearchResult.from_rows(rows, sp.names, sp.directions, ref)
-    if run is not None:
-        res.save(run)
-    return res, ref
+    def _sampling(self, checkpoint: dict | None, loop: SearchLoop):
+        if checkpoint is not None:
+            return np.asarray(checkpoint["population"], dtype=int)
+        if self.init == "random":
+            from pymoo.operators.sampling.rnd import IntegerRandomSampling
+
+            return IntegerRandomSampling()
+        sp = loop.sp
+        members = initial_population(sp.space, sp.ctx.ranking, self.pop_size, self.seed,
+                                     **({"ratios": self.ratios} if self.ratios else {}))
+        warn_seeds_over_budget(len(members), loop.evaluations - len(sp.cache))
+        self.sources = {s.key(): src for s, src in members}
+        return np.stack([sp.space.encode(s) for s, _ in members])
+
+    def _candidate(self, x, generation: int | None = None) -> Candidate:
+        s = self.loop.sp.space.decode(self.loop.sp.repair(x))
+        first_random = self.loop.generation == 0 and not self.sources
+        default = "random" if first_random else self.algo_name  # pymoo's own random first generation
+        return Candidate(s, self.sources.get(s.key(), default), generation)
+
+    def ask(self, remaining: int) -> list[Candidate]:
+        pop = self.algo.ask()
+        if pop is None or len(pop) == 0:
+            return []
+        self._pop = _trim_to_budget(self.loop.sp, pop, remaining)
+        return [self._candidate(x) for x in self._pop.get("X")]
+
+    def tell(self, rows: list[dict]) -> None:
+        self._tell(self._pop, rows)
+
+    def _tell(self, pop, rows: list[dict]) -> None:
+        from pymoo.core.evaluator import Evaluator
+        from pymoo.problems.static import StaticProblem
+
+        Evaluator().eval(StaticProblem(self.problem, **objective_arrays(self.loop.sp, rows)), pop, skip_already_evaluated=False)
+        self.algo.tell(infills=pop)
+
+    def state(self) -> dict:
+        rs = getattr(self.algo, "random_state", None)
+        return {"population": np.asarray(self.algo.pop.get("X"), dtype=int).tolist(),
+                "rng": None if rs is None else rs.bit_generator.state}
 
 
 def run_pymoo(sp: SearchProblem, evaluations: int, pop_size: int = 24, seed: int = 0, algorithm: str = "auto",
               run_dir: str | Path | None = None, resume: bool = False, init: str = "importance",
               ratios: Sequence[float] | None = None, rescore_fronts: int = 1,
               ref_point: Sequence[float] | None = None, progress: bool = True,
-               rescore_baselines: bool = False) -> SearchResult:
+              rescore_baselines: bool = False) -> SearchResult:
     """Search until ``evaluations`` distinct subnets are scored (the last generation is trimmed to fit)."""
-    if evaluations < 1:
-        raise ValueError(f"evaluations must be >= 1, got {evaluations}")
-    if pop_size < 2:
-        raise ValueError(f"population size must be >= 2, got {pop_size}")
-    from pymoo.core.evaluator import Evaluator
-    from pymoo.core.termination import NoTermination
-    from pymoo.operators.sampling.rnd import IntegerRandomSampling
-
-    run = Run(run_dir) if run_dir is not None else None
-    ckpt = None
-    if run is not None:
-        sp.journal = run.path / JOURNAL
-        ck_file = run.path / CHECKPOINT
-        if resume:
-            sp.load_journal()
-            if ck_file.is_file():
-                ckpt = json.loads(ck_file.read_text())
-        elif sp.journal.is_file() and sp.journal.stat().st_size:
-            raise FileExistsError(f"{run.path} already holds evaluations; pass resume=True (--resume) to continue it")
-    sp.setup()
-    problem = pymoo_problem(sp)
-    ref = None if ref_point is None else [float(v) for v in ref_point]
-    generation = 0
-    if ckpt is not None:
-        sampling = np.asarray(ckpt["population"], dtype=int)
-        generation = int(ckpt["generation"]) + 1
-        ref = ckpt.get("reference_point", ref)
-    elif init == "importance":
-        members = initial_population(sp.space, sp.ctx.ranking, pop_size, seed, **({"ratios": ratios} if ratios else {}))
-        problem.sources = {s.key(): src for s, src in members}
-        sampling = np.stack([sp.space.encode(s) for s, _ in members])
-    elif init == "random":
-        sampling = IntegerRandomSampling()
-    else:
-        raise ValueError(f"unknown init {init!r}; choose importance or random")
-    algo, name = make_algorithm(sp, sampling, pop_size, algorithm)
-    problem.source = name
-    algo.setup(problem, termination=NoTermination(), seed=seed, verbose=False)
-    bar = Progress(evaluations, len(sp.cache), progress, f"search ({name})")
-    evaluator = Evaluator()
-    res: SearchResult | None = None
-    try:
-        if ckpt is not None:  # rebuild the survivors (all cached), then restore the RNG
-            pop = algo.ask()
-            problem.generation = int(ckpt["generation"])
-            evaluator.eval(problem, pop)
-            algo.tell(infills=pop)
-            if ckpt.get("rng") and getattr(algo, "random_state", None) is not None:  # pymoo >= 0.6.2
-                algo.random_state.bit_generator.state = ckpt["rng"]
-        while len(sp.cache) < evaluations:
-            pop = algo.ask()
-            if pop is None or len(pop) == 0:
-                break
-            pop = _trim_to_budget(sp, pop, evaluations - len(sp.cache))
-            problem.generation = generation
-            if generation == 0 and not problem.sources:
-                problem.source = "random"  # pymoo's own random first generation
-            evaluator.eval(problem, pop)
-            problem.source = name
-            algo.tell(infills=pop)
-            res, ref = finish_generation(sp, run, ref, rescore_fronts)
-            if run is not None:
-                atomic_write_text(run.path / CHECKPOINT, json.dumps({
-                    "generation": generation, "evaluations": len(sp.cache),
-                    "population": np.asarray(algo.pop.get("X"), dtype=int).tolist(),
-                    "rng": _rng_state(algo), "reference_point": ref,
-                }, default=int))
-            bar.update(len(sp.cache), int(res.table["pareto"].sum()), res.hypervolume)
-            generation += 1
-    finally:
-        bar.close()
-    if rescore_baselines and sp.rescore(sp.baselines()):
-        res = None
-    if res is None or len(res.table) != len(sp.cache):
-        res, ref = finish_generation(sp, run, ref, rescore_fronts)
-    return res
-
-
-def _rng_state(algo) -> dict | None:
-    rs = getattr(algo, "random_state", None)
-    return None if rs is None else rs.bit_generator.state
+    return run_driver(sp, PymooDriver(pop_size, seed, algorithm, init, ratios), evaluations, run_dir=run_dir, resume=resume,
+                      rescore_fronts=rescore_fronts, ref_point=ref_point, progress=progress, rescore_baselines=rescore_baselines)
 
 
 def _trim_to_budget(sp: SearchProblem, pop, remaining: int):

@@ -1,7 +1,8 @@
 """Pure random search: the baseline the importance-initialised NSGA-II has to beat.
 
-Draws ``space.sample(rng, p_drop)`` in a fixed seeded order; on resume the same order is
-replayed and cached subnets cost nothing, so a killed run continues exactly.
+Draws ``space.sample(rng, p_drop)`` in a fixed seeded order, ``batch`` new subnets per generation;
+on resume the same order is replayed and subnets already in the journal are skipped, so a killed
+run continues exactly.
 """
 from __future__ import annotations
 
@@ -10,45 +11,40 @@ from typing import Sequence
 
 import numpy as np
 
-from nas_llm.run import Run
-
+from .loop import Candidate, Driver, SearchLoop, run_driver
 from .problem import SearchProblem
-from .pymoo_driver import JOURNAL, Progress, finish_generation
 from .result import SearchResult
+
+
+class RandomDriver(Driver):
+    name = "random"
+
+    def __init__(self, batch: int = 24, seed: int = 0, p_drop: float = 0.1):
+        self.batch, self.seed, self.p_drop = batch, seed, p_drop
+
+    @classmethod
+    def from_config(cls, config, sp: SearchProblem) -> "RandomDriver":
+        return cls(batch=config.pop_size, seed=config.seed)
+
+    def start(self, loop: SearchLoop, checkpoint: dict | None) -> None:
+        super().start(loop, checkpoint)
+        self.rng = np.random.default_rng(self.seed)
+        self.draws, self.max_draws = 0, 1000 * loop.evaluations
+
+    def ask(self, remaining: int) -> list[Candidate]:
+        sp, out, seen = self.loop.sp, [], set()
+        while len(out) < min(self.batch, remaining) and self.draws < self.max_draws:
+            self.draws += 1
+            s = sp.space.sample(self.rng, self.p_drop)
+            if s.key() not in sp.cache and s.key() not in seen:
+                seen.add(s.key())
+                out.append(Candidate(s, "random"))
+        return out
 
 
 def run_random(sp: SearchProblem, evaluations: int, batch: int = 24, seed: int = 0, p_drop: float = 0.1,
                run_dir: str | Path | None = None, resume: bool = False, rescore_fronts: int = 1,
                ref_point: Sequence[float] | None = None, progress: bool = True,
                rescore_baselines: bool = False) -> SearchResult:
-    if evaluations < 1:
-        raise ValueError(f"evaluations must be >= 1, got {evaluations}")
-    run = Run(run_dir) if run_dir is not None else None
-    if run is not None:
-        sp.journal = run.path / JOURNAL
-        if resume:
-            sp.load_journal()
-        elif sp.journal.is_file() and sp.journal.stat().st_size:
-            raise FileExistsError(f"{run.path} already holds evaluations; pass resume=True (--resume) to continue it")
-    sp.setup()
-    rng = np.random.default_rng(seed)
-    ref = None if ref_point is None else [float(v) for v in ref_point]
-    bar = Progress(evaluations, len(sp.cache), progress, "search (random)")
-    res = None
-    draws = 0
-    try:
-        while len(sp.cache) < evaluations and draws < 1000 * evaluations:
-            gen_start = len(sp.cache)
-            generation = gen_start // batch
-            while len(sp.cache) < min(evaluations, gen_start + batch) and draws < 1000 * evaluations:
-                draws += 1
-                sp.evaluate(sp.space.sample(rng, p_drop), "random", generation)
-            res, ref = finish_generation(sp, run, ref, rescore_fronts)
-            bar.update(len(sp.cache), int(res.table["pareto"].sum()), res.hypervolume)
-    finally:
-        bar.close()
-    if rescore_baselines and sp.rescore(sp.baselines()):
-        res = None
-    if res is None:
-        res, ref = finish_generation(sp, run, ref, rescore_fronts)
-    return res
+    return run_driver(sp, RandomDriver(batch, seed, p_drop), evaluations, run_dir=run_dir, resume=resume,
+                      rescore_fronts=rescore_fronts, ref_point=ref_point, progress=progress, rescore_baselines=rescore_baselines)

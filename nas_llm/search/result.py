@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from nas_llm.front import eligible as front_eligible, hypervolume, mark_pareto, reference_point  # noqa: F401 (front_eligible: benchmarks)
+from nas_llm.front import eligible as front_eligible, hypervolume, mark_pareto, reference_point
 from nas_llm.model.atomic import atomic_write_text
 from nas_llm.run import Run
-from search_spaces import Subnet
 
 
 def objective_matrix(df: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
@@ -27,7 +25,16 @@ def default_reference(df: pd.DataFrame, names: Sequence[str], directions: Sequen
     """Nadir (+``margin`` of the range) of the eligible rows of ``df``; used from generation 0 on."""
     ok = front_eligible(df, names)
     pts = objective_matrix(df[ok] if ok.any() else df, names)
+    pts = pts[np.isfinite(pts).all(axis=1)]  # failed candidates have no values
+    if not len(pts):
+        return [float("nan")] * len(names)
     return reference_point(pts, directions, margin).tolist()
+
+
+def first_generation_reference(rows: list[dict], names: Sequence[str], directions: Sequence[str]) -> list[float]:
+    """The default hypervolume reference: nadir (+10%) of the first generation's eligible rows."""
+    df = pd.DataFrame(rows)
+    return default_reference(df[df["generation"] == df["generation"].min()], names, directions)
 
 
 def hv_history(df: pd.DataFrame, names: Sequence[str], directions: Sequence[str], ref: Sequence[float]) -> pd.DataFrame:
@@ -66,13 +73,12 @@ class SearchResult:
             ref = default_reference(df, names, directions) if not df.empty else [float("nan")] * len(names)
         return cls(df, list(names), list(directions), [float(v) for v in ref], hv_history(df, names, directions, ref))
 
+    context: Any = field(default=None, repr=False, compare=False)  # the search's Context (model, tokenizer...)
+
     @property
     def front(self) -> pd.DataFrame:
         """The Pareto set, sorted by the first objective."""
         return self.table[self.table["pareto"]].sort_values(self.objectives[0])
-
-    def subnets(self) -> list[Subnet]:
-        return [Subnet.from_json(s) for s in self.front["subnet"]]
 
     @property
     def hypervolume(self) -> float:
@@ -89,17 +95,19 @@ class SearchResult:
             "hypervolume": self.hypervolume,
         }, indent=1))
 
-    @classmethod
-    def load(cls, path: str | Path) -> "SearchResult":
-        run = Run(path).require()
-        s = run.settings()
-        names = [o["name"] for o in s["objectives"]]
-        dirs = [o["direction"] for o in s["objectives"]]
-        front = json.loads((run.path / "front.json").read_text())
-        hist_file = run.path / "hypervolume.csv"
-        hist = pd.read_csv(hist_file) if hist_file.is_file() else pd.DataFrame()
-        return cls(run.table(), names, dirs, front["reference_point"], hist)
+    def closest(self) -> pd.Series | None:
+        """When no row is feasible: the row nearest to feasibility (least violation), else None."""
+        t = self.table
+        if t.empty or t["feasible"].astype(bool).any() or "violation" not in t:
+            return None
+        return t.sort_values(["violation", "id"]).iloc[0]
 
     def __repr__(self) -> str:
-        return (f"SearchResult({len(self.table)} evaluations, front of {int(self.table['pareto'].sum()) if len(self.table) else 0}, "
+        n = len(self.table)
+        near = self.closest()
+        if near is not None:
+            vals = ", ".join(f"{c}={float(near[c]):.4g}" for c in dict.fromkeys([*self.objectives, "params_ratio"]) if c in near)
+            return (f"SearchResult({n} evaluations; nothing was feasible; the closest point is id {int(near['id'])} "
+                    f"({vals}, violation {float(near.get('violation', float('nan'))):.4g}))")
+        return (f"SearchResult({n} evaluations, front of {int(self.table['pareto'].sum()) if n else 0}, "
                 f"hypervolume {self.hypervolume:.4g} at reference {self.reference_point})")

@@ -1,0 +1,164 @@
+"""``run_search(config)``: one search from a :class:`~nas_llm.search.config.SearchConfig` to a run folder.
+
+What the CLI, the demo and the benchmarks all call::
+
+    validate the config -> lock the run folder -> refuse a run folder of another search
+    -> objectives, model, calibration windows, space, importance ranking -> SearchProblem
+    -> ranking.json + run.json -> driver (+ local Optuna workers) -> table, front, run.json stats
+
+A ``--join`` worker takes no lock and writes neither run.json nor the table: it shares the
+coordinator's study, and the coordinator (holding the folder's lock) writes the folder.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from nas_llm.errors import ConfigError, NasLLMError, RunFolderError
+from nas_llm.run import Run
+
+from .config import SearchConfig
+from .loop import DRIVERS, SearchLoop
+from .population import seed_ratios
+from .problem import SearchProblem
+from .result import SearchResult
+
+
+class WorkerFailedError(NasLLMError, RuntimeError):
+    """A ``--workers`` child process exited with an error (its own message is above)."""
+
+
+def search_lock(config: SearchConfig) -> AbstractContextManager:
+    """The run folder's writer lock; a ``--join`` worker shares the coordinator's folder and takes none."""
+    return nullcontext() if config.join else Run(config.out).lock()
+
+
+def check_run_folder(config: SearchConfig, run: Run) -> None:
+    """Refuse to overwrite a run, or to resume/join it with settings that change its numbers (reads only)."""
+    if not run.exists():
+        return
+    if not (config.resume or config.join):
+        raise RunFolderError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
+    diffs = SearchConfig.from_json(run.settings(), out=config.out).diff(config)
+    if diffs:
+        raise ConfigError(f"{run.path} was searched with other settings; {'resume' if config.resume else 'join'} it with "
+                          f"the same ones or choose another --out. Differences: {'; '.join(diffs)}")
+
+
+def run_search(config: SearchConfig, *, model: Any = None, tokenizer: Any = None) -> SearchResult:
+    """Search as ``config`` says; ``model``/``tokenizer``: already loaded (else ``config.model`` is loaded).
+
+    The result's ``context`` holds the model, tokenizer, space and ranking the search used.
+    """
+    config.validate()
+    run = Run(config.out)
+    with search_lock(config):
+        check_run_folder(config, run)
+        sp = build_problem(config, run, model, tokenizer)
+        settings = _settings(config, sp, run)
+        if not config.join:
+            sp.ctx.ranking.save(run.ranking_file)
+            run.write_settings(settings)
+        t0 = time.perf_counter()
+        res, failed = _drive(config, sp, run)
+        if not config.join:
+            run.write_settings({**settings, **_stats(sp, time.perf_counter() - t0)})
+    if failed:
+        raise WorkerFailedError(f"{len(failed)} worker process(es) exited with an error ({', '.join(failed)}; see their "
+                                f"messages above); the table holds every finished trial; run again with --resume to "
+                                f"finish the budget")
+    res.context = sp.ctx
+    return res
+
+
+def make_objectives(config: SearchConfig) -> list:
+    """The objectives with the run's constructor arguments (perplexity: the run's calibration text)."""
+    from objectives import get_objective
+
+    args = config.objective_args()
+    out = []
+    for name in config.objectives:
+        try:
+            out.append(get_objective(name, **args.get(name, {})))
+        except TypeError as e:
+            raise ConfigError(f"objective {name!r} does not take the arguments {args.get(name)}: {e}") from None
+    return out
+
+
+def build_problem(config: SearchConfig, run: Run, model: Any = None, tokenizer: Any = None) -> SearchProblem:
+    """Objectives first (their errors come before the model load), then model, calibration, space, ranking."""
+    import torch
+
+    from nas_llm.model.data import calibration_batch
+    from nas_llm.model.importance import importance_ranking
+    from nas_llm.model.loading import load_model
+    from objectives import Context
+    from search_spaces import SubnetSpace
+
+    objectives = make_objectives(config)
+    torch.manual_seed(config.seed)
+    if model is None:
+        model, tokenizer = load_model(config.model)
+    calib = calibration_batch(tokenizer, config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed)
+    space = SubnetSpace.from_model(model, granularity=config.granularity, allow_layer_drop=config.allow_layer_drop)
+    run.path.mkdir(parents=True, exist_ok=True)
+    ranking = importance_ranking(model, calib, method=config.importance, cache_dir=run.path / "cache", progress=config.progress)
+    ctx = Context(model, tokenizer, space, ranking, progress=config.progress)
+    ctx.cache.update(calibration=calib, calibration_source=config.calibration)
+    return SearchProblem(ctx, objectives, config.constraints, screen_fidelity=None if config.screen >= 1 else config.screen,
+                         worker=config.worker_id)
+
+
+def _settings(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[str, Any]:
+    """run.json: a resumed run keeps what other commands recorded (reform, created) and gets the config anew."""
+    old = run.settings() if run.exists() else {}
+    settings = {**old, **config.to_json(), **sp.describe(),
+                "created": old.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    ratios = seed_ratios(sp.constraints)
+    if ratios is not None:
+        settings["seed_ratios"] = [round(r, 4) for r in ratios]
+    return settings
+
+
+def _stats(sp: SearchProblem, wall: float) -> dict[str, Any]:
+    return {"wall_s": round(wall, 2), "n_calls": sp.n_calls, "cache_hits": sp.n_hits,
+            "objective_s": {k: round(v, 2) for k, v in sp.objective_s.items()}}
+
+
+def _drive(config: SearchConfig, sp: SearchProblem, run: Run) -> tuple[SearchResult, list[str]]:
+    """Run the driver; with ``--workers N`` start N-1 local workers once the study exists, and
+    finish (re-score, write the table) only when all of them are done."""
+    driver = DRIVERS.resolve(config.driver).from_config(config, sp)
+    loop = SearchLoop(sp, config.evaluations, run_dir=run.path, resume=config.resume, rescore_fronts=config.rescore_fronts,
+                      ref_point=config.ref_point, progress=config.progress, rescore_baselines=config.rescore_baselines,
+                      write=not config.join)
+    loop.start(driver)
+    children = spawn_workers(config)
+    try:
+        loop.search()
+    except BaseException:
+        for c in children:
+            c.terminate()
+        raise
+    failed = [f"worker {k} exit {rc}" for k, c in enumerate(children, 1) if (rc := c.wait())]
+    return loop.finish(), failed
+
+
+def spawn_workers(config: SearchConfig) -> list[subprocess.Popen]:
+    """``config.workers - 1`` processes running :meth:`SearchConfig.worker` (same settings, ``--join``).
+
+    They see the parent's import path, so an objective given as ``pkg.mod:Name`` resolves there too.
+    """
+    if config.workers <= 1:
+        return []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+    return [subprocess.Popen([sys.executable, "-m", "nas_llm.cli", "search", *config.worker(k).to_argv()], env=env)
+            for k in range(1, config.workers)]
+
+
+__all__ = ["run_search", "build_problem", "make_objectives", "check_run_folder", "search_lock", "spawn_workers",
+           "WorkerFailedError"]
