@@ -146,7 +146,7 @@ def _standardise(x: np.ndarray) -> np.ndarray:
 def flap_metrics(model: nn.Module, stats: list[LayerStats]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Standardised FLAP scores: per layer, one per KV group (mean of its channels) and one per neuron."""
     fam = get_family(model)
-    dims = fam.dims(model.config)
+    dims = fam.dims(model)
     attn, mlp = [], []
     for layer, st in zip(fam.decoder_layers(model), stats):
         if st.n < 2:

@@ -102,7 +102,7 @@ def load_subnet(path: str | Path, dtype: torch.dtype = torch.float32, device: st
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     fam = get_family(model)
     if layers is not None:
-        dims = fam.dims(config)
+        dims = fam.dims(model)
         for layer, r in zip(fam.decoder_layers(model), layers):
             resize_layer(layer, fam, dims, r["num_key_value_heads"], r["intermediate_size"])
     state: dict[str, torch.Tensor] = {}

@@ -145,7 +145,7 @@ def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = "
     if method not in METHODS:
         raise ValueError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
     fam = get_family(model)
-    dims: ModelDims = fam.dims(model.config)
+    dims: ModelDims = fam.dims(model)
     kv_out, nn_out = [], []
     coupled = method in ("obs", "magnitude")  # wanda/flap score only o/down inputs, as in their papers
     for layer, st in zip(fam.decoder_layers(model), stats):
