@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nas_llm.errors import ConfigError
 from nas_llm.model.slicing import INPUT_CUT_ROLES, layer_cuts
 from nas_llm.model.swap import plan_swapped
 from search_spaces import Plan, Subnet, get_family
@@ -113,11 +114,11 @@ class Perplexity(Objective):
                  seed: int = 0, batch_size: int = 8, fast: bool = True, cache_mb: float = 512.0,
                  fidelity: float = 1.0):
         if n_samples < 1 or seq_len < 2:
-            raise ValueError(f"n_samples must be >= 1 and seq_len >= 2, got n_samples={n_samples}, seq_len={seq_len}")
+            raise ConfigError(f"n_samples must be >= 1 and seq_len >= 2, got n_samples={n_samples}, seq_len={seq_len}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 < fidelity <= 1:
-            raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
+            raise ConfigError(f"fidelity must be in (0, 1], got {fidelity}")
         from nas_llm.model.data import resolve_source
 
         resolve_source(source)  # a missing file fails here, with the accepted forms in the message
@@ -131,7 +132,7 @@ class Perplexity(Objective):
 
     def at_fidelity(self, fidelity: float) -> "Perplexity":
         if not 0 < fidelity <= 1:
-            raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
+            raise ConfigError(f"fidelity must be in (0, 1], got {fidelity}")
         new = copy.copy(self)
         new.fidelity, new.last = fidelity, {}
         return new
@@ -249,16 +250,16 @@ class ReformedPerplexity(Perplexity):
                  weight_cache_mb: float = 1024.0):
         super().__init__(source, n_samples, seq_len, seed, batch_size, fast, cache_mb, fidelity)
         if reform_samples < 1 or reform_seq_len < 2:
-            raise ValueError(f"reform_samples must be >= 1 and reform_seq_len >= 2, got {reform_samples}, {reform_seq_len}")
+            raise ConfigError(f"reform_samples must be >= 1 and reform_seq_len >= 2, got {reform_samples}, {reform_seq_len}")
         if (reform_samples, reform_seq_len, reform_seed) == (n_samples, seq_len, seed):
-            raise ValueError("the scored windows equal the reformation windows (same samples, length and seed); "
+            raise ConfigError("the scored windows equal the reformation windows (same samples, length and seed); "
                              "give the perplexity a different seed, e.g. seed=reform_seed + 1")
         from nas_llm.model.solvers import DEFAULT_DAMP
 
         self.reform_samples, self.reform_seq_len, self.reform_seed = reform_samples, reform_seq_len, reform_seed
         self.damp = DEFAULT_DAMP if damp is None else float(damp)
         if self.damp <= 0:
-            raise ValueError(f"damp must be > 0, got {self.damp}")
+            raise ConfigError(f"damp must be > 0, got {self.damp}")
         self.weight_cache_mb = weight_cache_mb
 
     def _key(self, ctx: Context) -> tuple:

@@ -6,10 +6,14 @@ module of its own, registered with :func:`register_family` -- no edits across th
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn as nn
+
+from nas_llm.errors import UnsupportedModelError
 
 from .registry import Registry
 
@@ -60,6 +64,16 @@ class Family:
     def set_linear(self, layer: nn.Module, role: str, new: nn.Linear) -> None:
         parent = self.attention(layer) if role in ("q", "k", "v", "o") else self.mlp_module(layer)
         setattr(parent, getattr(self, role), new)
+
+    def config_with_layers(self, config: Any, n_layers: int) -> Any:
+        """A copy of ``config`` for the first ``n_layers`` decoder layers (per-layer lists cut to match)."""
+        cfg = copy.deepcopy(config)
+        for name in self.per_layer_config_lists:
+            lst = getattr(cfg, name, None)
+            if isinstance(lst, (list, tuple)) and len(lst) >= n_layers:
+                setattr(cfg, name, list(lst[:n_layers]))
+        cfg.num_hidden_layers = n_layers
+        return cfg
 
     def dims(self, model_or_config: Any) -> "ModelDims":
         """The dense shapes; pass the model when there is one (its modules say which maps have biases)."""
@@ -129,20 +143,11 @@ def _module_biases(family: Family, layer: nn.Module) -> dict[str, bool]:
 def _skeleton_biases(config: Any, family: Family) -> dict[str, bool]:
     """Biases of a one-layer model built from ``config`` on the meta device; the config's own
     ``attention_bias`` / ``mlp_bias`` fields when transformers cannot build one."""
-    import copy
-
-    import torch
+    from transformers import AutoModelForCausalLM
 
     try:
-        from transformers import AutoModelForCausalLM
-
-        cfg = copy.deepcopy(config)
-        cfg.num_hidden_layers = 1
-        for name in family.per_layer_config_lists:
-            if isinstance(getattr(cfg, name, None), (list, tuple)):
-                setattr(cfg, name, list(getattr(cfg, name))[:1])
         with torch.device("meta"):
-            skeleton = AutoModelForCausalLM.from_config(cfg)
+            skeleton = AutoModelForCausalLM.from_config(family.config_with_layers(config, 1))
         return _module_biases(family, family.decoder_layers(skeleton)[0])
     except (ValueError, KeyError):  # a config class transformers has no model class for
         attn = bool(getattr(config, "attention_bias", False))
@@ -175,7 +180,7 @@ def get_family(model_or_config: Any) -> Family:
         if model_type in fam.model_types or any(a in fam.architectures for a in archs):
             return fam
     supported = sorted(a for _, f in FAMILIES.items() for a in f.architectures)
-    raise NotImplementedError(
+    raise UnsupportedModelError(
         f"unsupported architecture {archs[0] if archs else type(config).__name__!r} "
         f"(model_type={model_type!r}); supported: {', '.join(supported)}. "
         "Add a family with search_spaces.register_family(Family(...))."

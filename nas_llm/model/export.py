@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from nas_llm.errors import NasLLMError
 from search_spaces import get_family
 
 from .atomic import atomic_dir
@@ -20,7 +21,7 @@ from .slicing import layer_record, resize_layer
 SUBNET_FILE = "subnet.json"
 
 
-class ExportError(RuntimeError):
+class ExportError(NasLLMError, RuntimeError):
     """An export folder that cannot be written or read back."""
 
 

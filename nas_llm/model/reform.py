@@ -37,9 +37,10 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from nas_llm.errors import ConfigError
 from search_spaces import Plan, get_family
-
 from search_spaces.plan import check_plan
+
 from .slicing import INPUT_CUT_ROLES, layer_cuts, mark_nonstock, slice_model
 from .solvers import (DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, admm, bias_shift, closed_form,  # noqa: F401 (re-exported)
                       reconstruction_error, solve)
@@ -164,14 +165,14 @@ def reform(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, method: str = 
     stock class may lack, so the model is marked non-stock for export) | ``none`` (plain slicing).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown reformation method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown reformation method {method!r}; choose one of {', '.join(METHODS)}")
     fam = get_family(model)
     dims = fam.dims(model)
     check_plan(plan, dims)
     if method == "none":
         return slice_model(model, plan, subnet=subnet)
     if calib_ids.dim() != 2 or calib_ids.shape[0] < 1:
-        raise ValueError(f"calib_ids must be [n_samples, seq_len], got shape {tuple(calib_ids.shape)}")
+        raise ConfigError(f"calib_ids must be [n_samples, seq_len], got shape {tuple(calib_ids.shape)}")
     work = copy.deepcopy(model).eval()
     layers = fam.decoder_layers(work)
     device = next(work.parameters()).device

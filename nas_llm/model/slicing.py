@@ -26,7 +26,6 @@ from search_spaces.family import Family, ModelDims
 from search_spaces.plan import LayerPlan, check_plan, head_channels, kv_channels
 
 FORMAT_VERSION = 1
-ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 INPUT_CUT_ROLES = ("o", "down")  # the maps whose *input* columns a cut removes: the ones reformation refits
 
 
@@ -39,7 +38,7 @@ class Cut:
 
 
 def layer_cuts(lp: LayerPlan, dims: ModelDims) -> dict[str, Cut]:
-    """The projections a kept layer's plan changes, by role (in :data:`ROLES` order).
+    """The projections a kept layer's plan changes, by role (q, k, v, o, gate, up, down order).
 
     Attention maps when KV groups are cut (q/k/v lose output rows, o loses the matching input
     columns), MLP maps when neurons are cut; a role whose map stays whole is absent.
@@ -145,8 +144,7 @@ def update_config(config: Any, fam: Family, dims: ModelDims, layers: list[dict],
     for heads, kv, inter in candidates:
         config.num_attention_heads, config.num_key_value_heads, config.intermediate_size = heads, kv, inter
         try:
-            if hasattr(config, "validate"):
-                config.validate()
+            config.validate()
             break
         except Exception:  # the stock validator rejects e.g. hidden % heads != 0: keep dense fields
             continue
