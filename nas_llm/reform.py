@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from nas_llm.errors import ConfigError
 from search_spaces import Subnet
 
 from nas_llm.model.data import calibration_batch
@@ -61,10 +62,10 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
     settings = run.settings()
     df = run.table()
     if df.empty or "pareto" not in df.columns:
-        raise ValueError(f"{run.table_file} has no evaluations with a 'pareto' column; run the search first")
+        raise ConfigError(f"{run.table_file} has no evaluations with a 'pareto' column; run the search first")
     cal = settings.get("calibration") or {}
     if not cal.get("source"):
-        raise ValueError(f"{run.settings_file} has no calibration settings (calibration.source/n_samples/seq_len/seed)")
+        raise ConfigError(f"{run.settings_file} has no calibration settings (calibration.source/n_samples/seq_len/seed)")
     device = next(model.parameters()).device
     dn, dl = default_calibration(device)
     rs = {"method": method, "source": source or cal["source"], "n_samples": n_samples or dn, "seq_len": seq_len or dl,
@@ -84,7 +85,7 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
         wanted = {int(i) for i in ids}
         bad = sorted(wanted - set(df.loc[pareto, "id"].astype(int)))
         if bad:
-            raise ValueError(f"--ids {bad}: not Pareto members of {run.path} (Pareto ids: "
+            raise ConfigError(f"--ids {bad}: not Pareto members of {run.path} (Pareto ids: "
                              f"{sorted(df.loc[pareto, 'id'].astype(int).tolist())})")
         pareto &= df["id"].astype(int).isin(wanted)
     rows = df.index[pareto].tolist()
@@ -94,7 +95,7 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
     df["reformed"] = df["reformed"].map(_is_true)
     prev = settings.get("reform")
     if prev and any(prev.get(k) != v for k, v in rs.items()) and (df["reformed"] & ~pareto).any():
-        raise ValueError(f"{run.path} was reformed with other settings ({prev['method']}, {prev['n_samples']} x "
+        raise ConfigError(f"{run.path} was reformed with other settings ({prev['method']}, {prev['n_samples']} x "
                          f"{prev['seq_len']}); reform all rows again (no --ids) or with the same settings")
     t_all = time.perf_counter()
     for idx in tqdm(rows, desc=f"reform {run.path.name}", disable=not progress):
@@ -128,7 +129,7 @@ def reform_for_run(run_dir: str | Path, subnet: Any, model: nn.Module, tokenizer
     run = Run(run_dir)
     s = run.settings().get("reform")
     if not s:
-        raise ValueError(f"{run.path} has no reformation settings in run.json; run `nas-llm reform {run.path}` first")
+        raise ConfigError(f"{run.path} has no reformation settings in run.json; run `nas-llm reform {run.path}` first")
     plan = run.ranking().resolve(subnet)
     device = next(model.parameters()).device
     if s["method"] == "none":

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nas_llm.errors import ConfigError
+
 from .run import Run, to_builtin
 
 RULES = ("budget", "knee", "weights")
@@ -37,7 +39,7 @@ class Objectives:
             names = [c for c in df.columns if _is_ppl(c) or _is_latency(c)]
             dirs = ["minimize"] * len(names)
         if not names:
-            raise ValueError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
+            raise ConfigError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
         return cls(names, dirs)
 
     def find(self, pred) -> str | None:
@@ -75,7 +77,7 @@ def effective_table(df: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
     any_ref = pd.Series(False, index=out.index)
     for n in objectives.names:
         if n not in out.columns:
-            raise ValueError(f"objective column {n!r} missing from the run table (columns: {', '.join(map(str, out.columns))})")
+            raise ConfigError(f"objective column {n!r} missing from the run table (columns: {', '.join(map(str, out.columns))})")
         out[f"{n}_unreformed"] = out[n]
         col = f"{n}_reformed"
         if col in out.columns:
@@ -185,12 +187,12 @@ def _resolve_budget(objectives: Objectives, df: pd.DataFrame, max_latency_ms: fl
         if val is None:
             continue
         if col is None or col not in df.columns:
-            raise ValueError(f"{flag}: this run has no such column (objectives: {', '.join(objectives.names)})")
+            raise ConfigError(f"{flag}: this run has no such column (objectives: {', '.join(objectives.names)})")
         out.append((col, None, float(val)))
     for text in extra or []:
         c = Constraint.parse(text)
         if c.objective not in df.columns:
-            raise ValueError(f"budget {text!r}: no column {c.objective!r} in the run (objectives: {', '.join(objectives.names)})")
+            raise ConfigError(f"budget {text!r}: no column {c.objective!r} in the run (objectives: {', '.join(objectives.names)})")
         out.append((c.objective, c.lo, c.hi))
     return out
 
@@ -222,15 +224,15 @@ def by_budget(df: pd.DataFrame, objectives: Objectives, budget: list[tuple[str, 
     """Among rows meeting every budget, the best in ``optimize`` (default: perplexity, or latency when
     the only budget is on perplexity). No row meets it -> ValueError naming the closest row."""
     if not budget:
-        raise ValueError("no budget given; pass --max-latency-ms, --max-ppl, --max-params-ratio or --budget 'NAME<=X'")
+        raise ConfigError("no budget given; pass --max-latency-ms, --max-ppl, --max-params-ratio or --budget 'NAME<=X'")
     cand = candidates(df, objectives)
     if cand.empty:
-        raise ValueError("the run has no feasible, fully measured point")
+        raise ConfigError("the run has no feasible, fully measured point")
     if optimize is None:
         only_ppl = all(col == objectives.ppl for col, _, _ in budget)
         optimize = (objectives.latency if only_ppl else objectives.ppl) or objectives.names[0]
     if optimize not in cand.columns:
-        raise ValueError(f"cannot optimise {optimize!r}: not a column of the run (objectives: {', '.join(objectives.names)})")
+        raise ConfigError(f"cannot optimise {optimize!r}: not a column of the run (objectives: {', '.join(objectives.names)})")
     viol = np.array([max(_violation(float(r[c]), lo, hi) for c, lo, hi in budget) for _, r in cand.iterrows()])
     ok = cand[viol == 0]
     text = _budget_text(budget)
@@ -238,7 +240,7 @@ def by_budget(df: pd.DataFrame, objectives: Objectives, budget: list[tuple[str, 
         i = int(np.argmin(viol))
         near = cand.iloc[i]
         vals = ", ".join(f"{c} {_fmt(near[c])}" for c, _, _ in budget)
-        raise ValueError(f"no evaluated subnet meets {text}; the closest is id {int(near['id'])} ({vals}; "
+        raise ConfigError(f"no evaluated subnet meets {text}; the closest is id {int(near['id'])} ({vals}; "
                          f"{viol[i] * 100:.1f}% over its tightest budget). Relax the budget or search longer.")
     sign = -1.0 if objectives.direction(optimize) == "maximize" else 1.0
     best = ok.iloc[int(np.argmin(sign * ok[optimize].to_numpy(float)))]
@@ -267,7 +269,7 @@ def by_knee(df: pd.DataFrame, objectives: Objectives) -> Selection:
 
     cand = candidates(df, objectives)
     if cand.empty:
-        raise ValueError("the run has no feasible, fully measured point")
+        raise ConfigError("the run has no feasible, fully measured point")
     F = scaled_matrix(cand, objectives)
     knees = [int(k) for k in knee_points(F, objectives.directions)]
     das = knee_index(F, objectives.directions)
@@ -298,11 +300,11 @@ def parse_weights(text: str, objectives: Objectives) -> np.ndarray:
             k = k.strip()
             alias = {"ppl": objectives.ppl, "latency": objectives.latency}.get(k, k)
             if alias not in objectives.names:
-                raise ValueError(f"--weights: unknown objective {k!r}; objectives are {', '.join(objectives.names)}")
+                raise ConfigError(f"--weights: unknown objective {k!r}; objectives are {', '.join(objectives.names)}")
             w[objectives.names.index(alias)] = float(v)
     else:
         if len(parts) != len(objectives.names):
-            raise ValueError(f"--weights needs {len(objectives.names)} numbers ({', '.join(objectives.names)}) or NAME=W pairs, got {text!r}")
+            raise ConfigError(f"--weights needs {len(objectives.names)} numbers ({', '.join(objectives.names)}) or NAME=W pairs, got {text!r}")
         w[:] = [float(p) for p in parts]
     return w
 
@@ -313,7 +315,7 @@ def by_weights(df: pd.DataFrame, objectives: Objectives, weights: np.ndarray) ->
 
     cand = candidates(df, objectives)
     if cand.empty:
-        raise ValueError("the run has no feasible, fully measured point")
+        raise ConfigError("the run has no feasible, fully measured point")
     i = asf_index(scaled_matrix(cand, objectives), weights, objectives.directions)
     row = cand.iloc[i]
     wt = ", ".join(f"{n}={w:g}" for n, w in zip(objectives.names, weights))
@@ -327,7 +329,7 @@ def load(run: Run | str | Path) -> tuple[Run, pd.DataFrame, Objectives]:
     settings = run.settings()
     df = run.table()
     if df.empty:
-        raise ValueError(f"{run.table_file} has no evaluations yet; run `nas-llm search` first")
+        raise ConfigError(f"{run.table_file} has no evaluations yet; run `nas-llm search` first")
     objectives = Objectives.of(settings, df)
     return run, effective_table(df, objectives), objectives
 
@@ -343,10 +345,10 @@ def select(run: Run | str | Path, rule: str = "knee", *, max_latency_ms: float |
         return by_knee(df, objectives)
     if rule == "weights":
         if weights is None:
-            raise ValueError("rule 'weights' needs --weights, e.g. --weights perplexity=1,latency=1")
+            raise ConfigError("rule 'weights' needs --weights, e.g. --weights perplexity=1,latency=1")
         w = parse_weights(weights, objectives) if isinstance(weights, str) else np.asarray(weights, float)
         return by_weights(df, objectives, w)
-    raise ValueError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
+    raise ConfigError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
 
 
 def pick(run: Run | str | Path, spec: str | int) -> Selection:
@@ -357,11 +359,11 @@ def pick(run: Run | str | Path, spec: str | int) -> Selection:
     try:
         rid = int(s)
     except ValueError:
-        raise ValueError(f"--pick must be a row id (see `nas-llm report` / evaluations.csv) or 'knee', got {spec!r}") from None
+        raise ConfigError(f"--pick must be a row id (see `nas-llm report` / evaluations.csv) or 'knee', got {spec!r}") from None
     _, df, objectives = load(run)
     rows = df[df["id"] == rid]
     if rows.empty:
-        raise ValueError(f"no evaluation with id {rid} in {Run(run).table_file if not isinstance(run, Run) else run.table_file} "
+        raise ConfigError(f"no evaluation with id {rid} in {Run(run).table_file if not isinstance(run, Run) else run.table_file} "
                          f"(ids {int(df['id'].min())}..{int(df['id'].max())})")
     return Selection(rows.iloc[0], "id", f"picked by id {rid}", objectives)
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nas_llm.errors import ConfigError
+
 DEFAULT_OBJECTIVES = "perplexity,latency_lut"
 
 
@@ -58,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _objectives(text: str) -> list[str]:
     names = [t.strip() for t in (text or "").split(",") if t.strip()]
     if not names:
-        raise ValueError("--objectives is empty; name at least one, e.g. --objectives perplexity,latency_lut")
+        raise ConfigError("--objectives is empty; name at least one, e.g. --objectives perplexity,latency_lut")
     return names
 
 
@@ -78,14 +80,14 @@ def build(args: argparse.Namespace, run_dir: Path):
         if c.objective == "params_ratio":
             for b in (c.lo, c.hi):
                 if b is not None and not 0 < b <= 1:
-                    raise ValueError(f"constraint on params_ratio: bound {b} is outside (0, 1]")
+                    raise ConfigError(f"constraint on params_ratio: bound {b} is outside (0, 1]")
     if not 0 < args.screen <= 1:
-        raise ValueError(f"--screen must be in (0, 1], got {args.screen}")
+        raise ConfigError(f"--screen must be in (0, 1], got {args.screen}")
     ref = None
     if args.ref_point:
         ref = [float(v) for v in args.ref_point.split(",")]
         if len(ref) != len(names):
-            raise ValueError(f"--ref-point has {len(ref)} values for {len(names)} objectives")
+            raise ConfigError(f"--ref-point has {len(ref)} values for {len(names)} objectives")
 
     import torch
 
@@ -112,7 +114,7 @@ def build(args: argparse.Namespace, run_dir: Path):
         try:
             objs.append(get_objective(n, **obj_args.get(n, {})))
         except TypeError as e:
-            raise ValueError(f"objective {n!r} does not take the arguments {obj_args.get(n)}: {e}") from None
+            raise ConfigError(f"objective {n!r} does not take the arguments {obj_args.get(n)}: {e}") from None
     sp = SearchProblem(ctx, objs, constraints, screen_fidelity=None if args.screen >= 1 else args.screen, worker=args.worker_id)
     settings: dict[str, Any] = {
         "model": args.model, "granularity": args.granularity, "allow_layer_drop": not args.no_layer_drop,
@@ -190,20 +192,20 @@ def main(args: argparse.Namespace) -> int:
 
     run = Run(args.out)
     if args.evaluations < 1:
-        raise ValueError(f"--evaluations must be >= 1, got {args.evaluations}")
+        raise ConfigError(f"--evaluations must be >= 1, got {args.evaluations}")
     if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.workers > 1 and args.driver != "optuna":
-        raise ValueError("--workers needs --driver optuna (workers share an Optuna storage)")
+        raise ConfigError("--workers needs --driver optuna (workers share an Optuna storage)")
     if run.exists() and not (args.resume or args.join):
         raise FileExistsError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
     if (args.resume or args.join) and run.exists():
         old = run.settings()
         was = ",".join(o["name"] for o in old.get("objectives", []))
         if was and was != ",".join(_objectives(args.objectives)):
-            raise ValueError(f"{run.path} was searched with --objectives {was}; resume it with the same objectives")
+            raise ConfigError(f"{run.path} was searched with --objectives {was}; resume it with the same objectives")
         if old.get("driver") not in (None, args.driver):
-            raise ValueError(f"{run.path} was searched with --driver {old['driver']}; resume it with the same driver")
+            raise ConfigError(f"{run.path} was searched with --driver {old['driver']}; resume it with the same driver")
     sp, settings, ref = build(args, run.path)
     ratios = seed_ratios(sp.constraints)
     if ratios is not None:

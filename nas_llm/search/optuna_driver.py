@@ -17,6 +17,7 @@ import zlib
 from pathlib import Path
 from typing import Sequence
 
+from nas_llm.errors import ConfigError
 from nas_llm.run import Run
 
 from .population import initial_population
@@ -44,7 +45,7 @@ def make_storage(url: str | None, run_dir: str | Path | None):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     if "://" not in url:
-        raise ValueError(f"storage {url!r} is not a database URL (sqlite:///file.db, postgresql://...) nor journal:PATH")
+        raise ConfigError(f"storage {url!r} is not a database URL (sqlite:///file.db, postgresql://...) nor journal:PATH")
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
 
 
@@ -72,7 +73,7 @@ def make_sampler(name: str, seed: int, pop_size: int, n_constraints: int):
         return optuna.samplers.GPSampler(seed=seed, constraints_func=cf)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"unknown Optuna sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    raise ConfigError(f"unknown Optuna sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
 def rows_from_study(study, run: Run | None = None) -> list[dict]:
@@ -108,7 +109,7 @@ def open_study(sp: SearchProblem, storage, study_name: str, sampler, create: boo
     except KeyError:
         raise FileNotFoundError(f"no study {study_name!r} in the storage; start it without --join/--resume first") from None
     if [d.name.lower() for d in study.directions] != list(sp.directions):
-        raise ValueError(f"study {study_name!r} optimises {[d.name.lower() for d in study.directions]}, "
+        raise ConfigError(f"study {study_name!r} optimises {[d.name.lower() for d in study.directions]}, "
                          f"but the objectives ask for {sp.directions}; use the same --objectives")
     return study
 
@@ -121,7 +122,7 @@ def prepare_study(sp: SearchProblem, storage: str | None, run_dir: str | Path | 
     from optuna.trial import TrialState
 
     if init not in ("importance", "random"):
-        raise ValueError(f"unknown init {init!r}; choose importance or random")
+        raise ConfigError(f"unknown init {init!r}; choose importance or random")
     store = make_storage(storage, run_dir)
     names = optuna.get_all_study_names(store) if not isinstance(store, optuna.storages.InMemoryStorage) else []
     exists = study_name in names
@@ -156,7 +157,7 @@ def run_optuna(sp: SearchProblem, evaluations: int, sampler: str = "nsga2", pop_
     from optuna.trial import TrialState
 
     if evaluations < 1:
-        raise ValueError(f"evaluations must be >= 1, got {evaluations}")
+        raise ConfigError(f"evaluations must be >= 1, got {evaluations}")
     run = Run(run_dir) if run_dir is not None else None
     shared = (join or storage is not None) if shared is None else shared
     sp.setup()

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nas_llm.errors import ConfigError
 from search_spaces import LayerChoice, Ranking, Subnet, SubnetSpace
 
 from ..baselines import uniform_subnet
@@ -83,7 +84,7 @@ def ratios_within(lo: float | None, hi: float | None, ratios: Sequence[float] = 
     lo = 0.05 if lo is None else max(lo, 0.05)
     hi = 1.0 if hi is None else min(hi, 1.0)
     if lo > hi:
-        raise ValueError(f"empty size band [{lo}, {hi}]")
+        raise ConfigError(f"empty size band [{lo}, {hi}]")
     return tuple(sorted({*(r for r in ratios if lo <= r <= hi), lo, (lo + hi) / 2, hi}))
 
 
@@ -92,7 +93,7 @@ def initial_population(space: SubnetSpace, ranking: Ranking, size: int, seed: in
     """``size`` distinct subnets: the seeds (all of them, even beyond ``size``), then mutations of them
     (and a ``random_fraction`` of uniform random subnets for diversity)."""
     if size < 1:
-        raise ValueError(f"population size must be >= 1, got {size}")
+        raise ConfigError(f"population size must be >= 1, got {size}")
     rng = np.random.default_rng(seed)
     pop = seeds(space, ranking, ratios)
     seen = {s.key() for s, _ in pop}

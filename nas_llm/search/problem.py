@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from nas_llm.errors import ConfigError
 from objectives import Constraint, Context, Objective, checked_score, get_objective
 from search_spaces import LayerChoice, Subnet, SubnetError
 from ..run import to_builtin
@@ -47,14 +48,14 @@ class SearchProblem:
                  screen_fidelity: float | None = None, worker: str | int = 0, journal: str | Path | None = None,
                  log_objectives: Sequence[str] = ("perplexity", "perplexity_reformed")):
         if objectives is None or len(objectives) == 0:
-            raise ValueError("no objectives given; name at least one, e.g. --objectives perplexity,latency_lut")
+            raise ConfigError("no objectives given; name at least one, e.g. --objectives perplexity,latency_lut")
         self.ctx = ctx
         self.space = ctx.space
         self.objectives: list[Objective] = [get_objective(o) for o in objectives]
         names = [o.name for o in self.objectives]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ValueError(f"objective {sorted(dup)[0]!r} is listed twice")
+            raise ConfigError(f"objective {sorted(dup)[0]!r} is listed twice")
         self.names = names
         self.directions = [o.direction for o in self.objectives]
         self.constraints: list[Constraint] = [c if isinstance(c, Constraint) else Constraint.parse(str(c)) for c in constraints]
@@ -63,11 +64,11 @@ class SearchProblem:
             if c.objective == "params_ratio":
                 for b in (c.lo, c.hi):
                     if b is not None and not 0 < b <= 1:
-                        raise ValueError(f"constraint on params_ratio: bound {b} is outside (0, 1]; a ratio is kept/dense params")
+                        raise ConfigError(f"constraint on params_ratio: bound {b} is outside (0, 1]; a ratio is kept/dense params")
             if c.objective not in names and c.objective not in self._constraint_obj:
                 self._constraint_obj[c.objective] = get_objective(c.objective)
         if screen_fidelity is not None and not 0 < screen_fidelity <= 1:
-            raise ValueError(f"screen fidelity must be in (0, 1], got {screen_fidelity}")
+            raise ConfigError(f"screen fidelity must be in (0, 1], got {screen_fidelity}")
         self.screen_fidelity = None if screen_fidelity in (None, 1, 1.0) else float(screen_fidelity)
         self._screen: dict[str, Objective] = {}
         if self.screen_fidelity is not None:
@@ -124,10 +125,10 @@ class SearchProblem:
             hi_v = checked_score(obj, self.space.dense(), self.ctx)
             vmin, vmax = min(lo_v, hi_v), max(lo_v, hi_v)
             if c.hi is not None and vmin > c.hi:
-                raise ValueError(f"constraint {c.objective} <= {c.hi}: no subnet can meet it; even the smallest subnet "
+                raise ConfigError(f"constraint {c.objective} <= {c.hi}: no subnet can meet it; even the smallest subnet "
                                  f"scores {vmin:.4g} (the dense model {hi_v:.4g}). Raise the budget.")
             if c.lo is not None and vmax < c.lo:
-                raise ValueError(f"constraint {c.objective} >= {c.lo}: no subnet can meet it; the largest value is "
+                raise ConfigError(f"constraint {c.objective} >= {c.lo}: no subnet can meet it; the largest value is "
                                  f"{vmax:.4g} (dense model). Lower the bound.")
         self._setup_done = True
 
@@ -292,7 +293,7 @@ def check_objective_matrix(F: np.ndarray, n_rows: int, n_obj: int) -> np.ndarray
     """Shape check with an error that names the fix (as pymoo does)."""
     F = np.asarray(F, dtype=float)
     if F.shape != (n_rows, n_obj):
-        raise ValueError(f"objective matrix has shape {F.shape}, expected ({n_rows}, {n_obj}): one row per candidate and "
+        raise ConfigError(f"objective matrix has shape {F.shape}, expected ({n_rows}, {n_obj}): one row per candidate and "
                          f"one column per objective; each objective's score() must return one float")
     return F
 

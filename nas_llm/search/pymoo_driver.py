@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nas_llm.errors import ConfigError
 from nas_llm.model.atomic import atomic_write_text
 from nas_llm.run import Run
 
@@ -89,7 +90,7 @@ def make_algorithm(sp: SearchProblem, sampling, pop_size: int, name: str = "auto
             parts += 1
         ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=parts)
         return NSGA3(ref_dirs=ref_dirs, pop_size=max(pop_size, len(ref_dirs)), **ops), name
-    raise ValueError(f"unknown pymoo algorithm {name!r}; choose nsga2, nsga3 or auto")
+    raise ConfigError(f"unknown pymoo algorithm {name!r}; choose nsga2, nsga3 or auto")
 
 
 class Progress:
@@ -136,9 +137,9 @@ def run_pymoo(sp: SearchProblem, evaluations: int, pop_size: int = 24, seed: int
                rescore_baselines: bool = False) -> SearchResult:
     """Search until ``evaluations`` distinct subnets are scored (the last generation is trimmed to fit)."""
     if evaluations < 1:
-        raise ValueError(f"evaluations must be >= 1, got {evaluations}")
+        raise ConfigError(f"evaluations must be >= 1, got {evaluations}")
     if pop_size < 2:
-        raise ValueError(f"population size must be >= 2, got {pop_size}")
+        raise ConfigError(f"population size must be >= 2, got {pop_size}")
     from pymoo.core.evaluator import Evaluator
     from pymoo.core.termination import NoTermination
     from pymoo.operators.sampling.rnd import IntegerRandomSampling
@@ -169,7 +170,7 @@ def run_pymoo(sp: SearchProblem, evaluations: int, pop_size: int = 24, seed: int
     elif init == "random":
         sampling = IntegerRandomSampling()
     else:
-        raise ValueError(f"unknown init {init!r}; choose importance or random")
+        raise ConfigError(f"unknown init {init!r}; choose importance or random")
     algo, name = make_algorithm(sp, sampling, pop_size, algorithm)
     problem.source = name
     algo.setup(problem, termination=NoTermination(), seed=seed, verbose=False)

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nas_llm.errors import ConfigError
 from nas_llm.run import Run
 
 from .problem import SearchProblem
@@ -22,7 +23,7 @@ def run_random(sp: SearchProblem, evaluations: int, batch: int = 24, seed: int =
                ref_point: Sequence[float] | None = None, progress: bool = True,
                rescore_baselines: bool = False) -> SearchResult:
     if evaluations < 1:
-        raise ValueError(f"evaluations must be >= 1, got {evaluations}")
+        raise ConfigError(f"evaluations must be >= 1, got {evaluations}")
     run = Run(run_dir) if run_dir is not None else None
     if run is not None:
         sp.journal = run.path / JOURNAL
