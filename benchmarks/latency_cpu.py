@@ -52,7 +52,7 @@ def main() -> int:
     from objectives import Context
     from objectives.latency import mape, measure_interleaved, measure_latency, spearman
     from objectives.perplexity import Perplexity
-    from objectives.predictors import LookupTablePredictor, RooflinePredictor, checked_predict
+    from objectives import LookupTablePredictor, RooflinePredictor, checked_predict
     from search_spaces import Ranking, SubnetSpace
 
     t0 = time.time()

@@ -71,8 +71,8 @@ def subnets(space, rng):
 
 
 def sample_spread(space, rng):
-    """See :func:`objectives.predictors.sample_spread` (subnets spread over param ratios ~0.2-1)."""
-    from objectives.predictors import sample_spread as f
+    """See :func:`objectives.validation.sample_spread` (subnets spread over param ratios ~0.2-1)."""
+    from objectives.validation import sample_spread as f
 
     return f(space, rng)
 
@@ -95,7 +95,7 @@ def main() -> int:
     import torch
 
     from objectives.latency import measure_latency, mape, spearman
-    from objectives.predictors import LookupTablePredictor, RooflinePredictor, checked_predict
+    from objectives import LookupTablePredictor, RooflinePredictor, checked_predict
     from nas_llm.model.slicing import slice_model
     from search_spaces import Ranking, SubnetSpace
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from nas_llm.errors import ConfigError
 from search_spaces import LayerChoice, Plan, Ranking, Subnet, SubnetError, SubnetSpace, get_family
 
 from nas_llm.model.importance import LayerStats, collect_stats, scores_from_stats
@@ -78,7 +79,7 @@ def ratio_step(space: SubnetSpace) -> float:
 
 def _check_ratio(ratio: float) -> None:
     if not 0 < ratio <= 1:
-        raise ValueError(f"ratio must be in (0, 1] (kept fraction of decoder parameters), got {ratio}")
+        raise ConfigError(f"ratio must be in (0, 1] (kept fraction of decoder parameters), got {ratio}")
 
 
 HEAD_ROUNDING = ("ceil", "nearest", "keep")
@@ -95,7 +96,7 @@ def uniform_subnet(space: SubnetSpace, ratio: float, heads: str = "ceil") -> Sub
     """
     _check_ratio(ratio)
     if heads not in HEAD_ROUNDING:
-        raise ValueError(f"heads must be one of {', '.join(HEAD_ROUNDING)}, got {heads!r}")
+        raise ConfigError(f"heads must be one of {', '.join(HEAD_ROUNDING)}, got {heads!r}")
     G = space.dims.num_kv_heads
     want = {"ceil": min(G, max(1, math.ceil(ratio * G - 1e-9))), "nearest": min(G, max(1, round(ratio * G))), "keep": G}[heads]
     half = ratio_step(space) / 2 + 1e-9
@@ -123,7 +124,7 @@ def wanda_sp(model: nn.Module, ratio: float, stats: list[LayerStats], space: Sub
              heads: str = "ceil") -> Baseline:
     """Uniform widths, ranked by Wanda-sp: mean_i |W_ij| * ||X_j||_2 on o/down input channels."""
     if stats is None:
-        raise ValueError("wanda-sp needs calibration statistics: pass stats=calibration_stats(model, ids)")
+        raise ConfigError("wanda-sp needs calibration statistics: pass stats=calibration_stats(model, ids)")
     space = space or SubnetSpace.from_model(model)
     sc = scores_from_stats(model, stats, "wanda")
     return Baseline("wanda-sp", ratio, uniform_subnet(space, ratio, heads), Ranking.from_scores(sc.kv, sc.neurons, None, "wanda-sp"))
@@ -146,11 +147,11 @@ def _standardise(x: np.ndarray) -> np.ndarray:
 def flap_metrics(model: nn.Module, stats: list[LayerStats]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Standardised FLAP scores: per layer, one per KV group (mean of its channels) and one per neuron."""
     fam = get_family(model)
-    dims = fam.dims(model.config)
+    dims = fam.dims(model)
     attn, mlp = [], []
     for layer, st in zip(fam.decoder_layers(model), stats):
         if st.n < 2:
-            raise ValueError("FLAP needs calibration statistics of >= 2 tokens: pass stats=calibration_stats(model, ids)")
+            raise ConfigError("FLAP needs calibration statistics of >= 2 tokens: pass stats=calibration_stats(model, ids)")
         ch = _standardise(_fluctuation(fam.attn_linears(layer)["o"].weight, st, "o"))
         attn.append(np.asarray([ch[head_channels([g], dims)].mean() for g in range(dims.num_kv_heads)]))
         mlp.append(_standardise(_fluctuation(fam.mlp_linears(layer)["down"].weight, st, "down")))
@@ -166,7 +167,7 @@ def flap(model: nn.Module, ratio: float, stats: list[LayerStats], space: SubnetS
     """FLAP's adaptive global structure, rounded to our space (see the module docstring)."""
     _check_ratio(ratio)
     if stats is None:
-        raise ValueError("flap needs calibration statistics: pass stats=calibration_stats(model, ids)")
+        raise ConfigError("flap needs calibration statistics: pass stats=calibration_stats(model, ids)")
     space = space or SubnetSpace.from_model(model)
     d = space.dims
     attn, mlp = flap_metrics(model, stats)
@@ -216,13 +217,13 @@ def shortgpt(model: nn.Module, ratio: float, stats: list[LayerStats], space: Sub
     """Drop the layers of lowest Block Influence; their number is the one nearest ``ratio``."""
     _check_ratio(ratio)
     if stats is None:
-        raise ValueError("shortgpt needs calibration statistics: pass stats=calibration_stats(model, ids)")
+        raise ConfigError("shortgpt needs calibration statistics: pass stats=calibration_stats(model, ids)")
     space = space or SubnetSpace.from_model(model)
     if not space.allow_layer_drop:
         raise SubnetError("shortgpt drops layers, but this space disallows layer dropping")
     bi = np.asarray([1.0 - st.cos_sum / st.n for st in stats]) if all(st.n for st in stats) else None
     if bi is None:
-        raise ValueError("shortgpt needs Block Influence: pass stats=calibration_stats(model, ids)")
+        raise ConfigError("shortgpt needs Block Influence: pass stats=calibration_stats(model, ids)")
     L = space.num_layers
     order = np.argsort(bi, kind="stable")  # lowest influence first
     cands = [space.uniform(drop=order[:n].tolist()) for n in range(L)]
@@ -241,5 +242,5 @@ def baseline(name: str, model: nn.Module, ratio: float, stats: list[LayerStats] 
         import difflib
 
         near = difflib.get_close_matches(name, BASELINES, n=1)
-        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}" + (f" (did you mean {near[0]!r}?)" if near else ""))
     return BASELINES[name](model, ratio, stats=stats, space=space)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from nas_llm.errors import ConfigError
 from nas_llm.model.atomic import atomic_write_text
 from nas_llm.model.export import SUBNET_FILE, ExportError, export, is_subnet_dir, load_subnet  # noqa: F401 (re-exported)
 from nas_llm.run import EXPORTS_FILE, Run
@@ -32,7 +33,7 @@ def build_model(run: Run, sel: Selection, model: nn.Module | None = None, tokeni
     settings = run.settings()
     if model is None:
         if "model" not in settings:
-            raise ValueError(f"{run.settings_file} has no 'model'; cannot tell which model to slice")
+            raise ConfigError(f"{run.settings_file} has no 'model'; cannot tell which model to slice")
         model, tokenizer = load_model(settings["model"])
     subnet = Subnet.from_json(sel.row["subnet"])
     if settings.get("reform"):

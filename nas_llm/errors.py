@@ -23,4 +23,25 @@ class ModelMismatchError(NasLLMError, ValueError):
     """The model found now is not the model a run was searched on."""
 
 
-__all__ = ["NasLLMError", "ConfigError", "RunFolderError", "ModelMismatchError"]
+class UnsupportedModelError(NasLLMError, NotImplementedError):
+    """A model of a family nas-llm has no declaration for (the message lists the supported ones)."""
+
+
+class ModelFileError(NasLLMError, ValueError):
+    """A model file that is truncated or damaged (the message says what was expected and what was found)."""
+
+
+class ObjectiveValueError(NasLLMError, ValueError):
+    """An objective or latency predictor returned an unusable number (NaN, infinite, negative time)."""
+
+
+class ObjectiveTypeError(NasLLMError, TypeError):
+    """An objective or latency predictor returned something that is not a number, or is not one."""
+
+
+class PluginImportError(NasLLMError, ImportError):
+    """A ``"pkg.module:Name"`` path (objective, predictor, baseline...) that does not import."""
+
+
+__all__ = ["NasLLMError", "ConfigError", "RunFolderError", "ModelMismatchError", "UnsupportedModelError", "ModelFileError",
+           "ObjectiveValueError", "ObjectiveTypeError", "PluginImportError"]

@@ -20,6 +20,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from nas_llm.errors import ConfigError
+
 Directions = Sequence[str] | None
 
 
@@ -29,17 +31,17 @@ def _as_matrix(F, directions: Directions = None) -> np.ndarray:
     if A.ndim == 1:
         A = A.reshape(-1, 1) if A.size else A.reshape(0, 1)
     if A.ndim != 2:
-        raise ValueError(f"objective values must be a 2-D array (n_points, n_objectives), got shape {A.shape}")
+        raise ConfigError(f"objective values must be a 2-D array (n_points, n_objectives), got shape {A.shape}")
     if directions is not None:
         if len(directions) != A.shape[1]:
-            raise ValueError(f"{len(directions)} directions given for {A.shape[1]} objective columns")
+            raise ConfigError(f"{len(directions)} directions given for {A.shape[1]} objective columns")
         bad = [d for d in directions if d not in ("minimize", "maximize")]
         if bad:
-            raise ValueError(f"direction must be 'minimize' or 'maximize', got {bad[0]!r}")
+            raise ConfigError(f"direction must be 'minimize' or 'maximize', got {bad[0]!r}")
         sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
         A = A * sign
     if A.size and not np.all(np.isfinite(A)):
-        raise ValueError("objective values contain NaN or infinity; drop or repair those rows first")
+        raise ConfigError("objective values contain NaN or infinity; drop or repair those rows first")
     return A
 
 
@@ -69,7 +71,7 @@ def reference_point(F, directions: Directions = None, margin: float = 0.1) -> np
     """
     A = _as_matrix(F, directions)
     if A.shape[0] == 0:
-        raise ValueError("cannot build a reference point from zero points")
+        raise ConfigError("cannot build a reference point from zero points")
     lo, hi = A.min(axis=0), A.max(axis=0)
     span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1.0))
     ref = hi + margin * span
@@ -86,7 +88,7 @@ def hypervolume(F, ref_point, directions: Directions = None, feasible=None) -> f
     A = _as_matrix(F, directions)
     ref = np.asarray(ref_point, dtype=float).ravel()
     if ref.shape[0] != A.shape[1]:
-        raise ValueError(f"reference point has {ref.shape[0]} values, F has {A.shape[1]} objectives")
+        raise ConfigError(f"reference point has {ref.shape[0]} values, F has {A.shape[1]} objectives")
     if directions is not None:
         ref = ref * np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
     if feasible is not None:
@@ -131,7 +133,7 @@ def knee_index(F, directions: Directions = None) -> int:
     A = _as_matrix(F, directions)
     front = np.flatnonzero(pareto_mask(A))
     if front.size == 0:
-        raise ValueError("knee of an empty set")
+        raise ConfigError("knee of an empty set")
     if front.size <= 2:
         return int(front[asf_index(A[front], np.ones(A.shape[1]))])
     N = _normalised(A[front])
@@ -147,12 +149,12 @@ def asf_index(F, weights, directions: Directions = None, feasible=None) -> int:
     A = _as_matrix(F, directions)
     w = np.asarray(weights, dtype=float).ravel()
     if w.shape[0] != A.shape[1]:
-        raise ValueError(f"{w.shape[0]} weights for {A.shape[1]} objectives")
+        raise ConfigError(f"{w.shape[0]} weights for {A.shape[1]} objectives")
     if np.any(w < 0) or not np.any(w > 0):
-        raise ValueError(f"weights must be >= 0 with at least one > 0, got {w.tolist()}")
+        raise ConfigError(f"weights must be >= 0 with at least one > 0, got {w.tolist()}")
     rows = np.flatnonzero(pareto_mask(A, feasible=feasible))
     if rows.size == 0:
-        raise ValueError("no feasible point to choose from")
+        raise ConfigError("no feasible point to choose from")
     from pymoo.decomposition.asf import ASF
 
     N = _normalised(A[rows])
@@ -211,7 +213,7 @@ def effective_table(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     any_ref = pd.Series(False, index=out.index)
     for n in names:
         if n not in out.columns:
-            raise ValueError(f"objective column {n!r} missing from the run table (columns: {', '.join(map(str, out.columns))})")
+            raise ConfigError(f"objective column {n!r} missing from the run table (columns: {', '.join(map(str, out.columns))})")
         out[f"{n}_unreformed"] = out[n]
         col = f"{n}_reformed"
         if col in out.columns:

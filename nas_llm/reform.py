@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from nas_llm.errors import ConfigError
 from objectives import Context, Objective, can_score_model, get_objective
 from search_spaces import Subnet, SubnetSpace
 
@@ -62,7 +63,7 @@ def _rescorers(settings: dict[str, Any], objs: Objectives | None) -> tuple[list[
         try:
             obj = get_objective(path or name, **args.get(name, {}))
         except TypeError as e:
-            raise ValueError(f"objective {name!r} does not take the arguments {args.get(name)} of run.json: {e}") from None
+            raise ConfigError(f"objective {name!r} does not take the arguments {args.get(name)} of run.json: {e}") from None
         if can_score_model(obj):
             rescored[name] = obj
     left = [n for n in objs.names if n not in copied and n not in rescored]
@@ -81,10 +82,10 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
     settings = run.settings()
     df = run.table()
     if df.empty or "pareto" not in df.columns:
-        raise ValueError(f"{run.table_file} has no evaluations with a 'pareto' column; run the search first")
+        raise ConfigError(f"{run.table_file} has no evaluations with a 'pareto' column; run the search first")
     cal = settings.get("calibration") or {}
     if not cal.get("source"):
-        raise ValueError(f"{run.settings_file} has no calibration settings (calibration.source/n_samples/seq_len/seed)")
+        raise ConfigError(f"{run.settings_file} has no calibration settings (calibration.source/n_samples/seq_len/seed)")
     device = next(model.parameters()).device
     dn, dl = default_calibration(device)
     rs = {"method": method, "source": source or cal["source"], "n_samples": n_samples or dn, "seq_len": seq_len or dl,
@@ -104,7 +105,7 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
         wanted = {int(i) for i in ids}
         bad = sorted(wanted - set(df.loc[pareto, "id"].astype(int)))
         if bad:
-            raise ValueError(f"--ids {bad}: not Pareto members of {run.path} (Pareto ids: "
+            raise ConfigError(f"--ids {bad}: not Pareto members of {run.path} (Pareto ids: "
                              f"{sorted(df.loc[pareto, 'id'].astype(int).tolist())})")
         pareto &= df["id"].astype(int).isin(wanted)
     rows = df.index[pareto].tolist()
@@ -114,7 +115,7 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
     df["reformed"] = df["reformed"].map(_is_true)
     prev = settings.get("reform")
     if prev and any(prev.get(k) != v for k, v in rs.items()) and (df["reformed"] & ~pareto).any():
-        raise ValueError(f"{run.path} was reformed with other settings ({prev['method']}, {prev['n_samples']} x "
+        raise ConfigError(f"{run.path} was reformed with other settings ({prev['method']}, {prev['n_samples']} x "
                          f"{prev['seq_len']}); reform all rows again (no --ids) or with the same settings")
     t_all = time.perf_counter()
     for idx in tqdm(rows, desc=f"reform {run.path.name}", disable=not progress):
@@ -147,7 +148,7 @@ def reform_for_run(run_dir: str | Path, subnet: Any, model: torch.nn.Module, tok
     run = Run(run_dir)
     s = run.settings().get("reform")
     if not s:
-        raise ValueError(f"{run.path} has no reformation settings in run.json; run `nas-llm reform {run.path}` first")
+        raise ConfigError(f"{run.path} has no reformation settings in run.json; run `nas-llm reform {run.path}` first")
     plan = run.ranking().resolve(subnet)
     device = next(model.parameters()).device
     if s["method"] == "none":

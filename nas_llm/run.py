@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from nas_llm.errors import RunFolderError
+from nas_llm.errors import ConfigError, RunFolderError
 from nas_llm.model.atomic import atomic_path, atomic_write_text
 from search_spaces import Ranking, Subnet
 
@@ -140,5 +140,5 @@ class Run:
         df = self.table()
         rows = df[df["id"] == row_id]
         if rows.empty:
-            raise KeyError(f"no evaluation with id {row_id} in {self.table_file} (ids {df['id'].min()}..{df['id'].max()})")
+            raise ConfigError(f"no evaluation with id {row_id} in {self.table_file} (ids {df['id'].min()}..{df['id'].max()})")
         return Subnet.from_json(rows.iloc[0]["subnet"])

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nas_llm.errors import ConfigError
 from objectives import OBJECTIVES, Traits
 
 from . import front
@@ -51,7 +52,7 @@ class Objectives:
             objs = [c for c in df.columns if c in OBJECTIVES and Traits.of_name(c).kind in ("quality", "latency")
                     and not (c.endswith("_reformed") and c[: -len("_reformed")] in df.columns)]
         if not objs:
-            raise ValueError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
+            raise ConfigError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
         entries = [o if isinstance(o, dict) else {"name": str(o)} for o in objs]
         return cls([e["name"] for e in entries], [e.get("direction", "minimize") for e in entries],
                     [Traits.of_entry(e) for e in entries], [e.get("path") for e in entries])
@@ -174,12 +175,12 @@ def _resolve_budget(objectives: Objectives, df: pd.DataFrame, max_latency_ms: fl
         if val is None:
             continue
         if col is None or col not in df.columns:
-            raise ValueError(f"{flag}: this run has no such column (objectives: {', '.join(objectives.names)})")
+            raise ConfigError(f"{flag}: this run has no such column (objectives: {', '.join(objectives.names)})")
         out.append((col, None, float(val)))
     for text in extra or []:
         c = Constraint.parse(text)
         if c.objective not in df.columns:
-            raise ValueError(f"budget {text!r}: no column {c.objective!r} in the run (objectives: {', '.join(objectives.names)})")
+            raise ConfigError(f"budget {text!r}: no column {c.objective!r} in the run (objectives: {', '.join(objectives.names)})")
         out.append((c.objective, c.lo, c.hi))
     return out
 
@@ -211,15 +212,15 @@ def by_budget(df: pd.DataFrame, objectives: Objectives, budget: list[tuple[str, 
     """Among rows meeting every budget, the best in ``optimize`` (default: perplexity, or latency when
     the only budget is on perplexity). No row meets it -> ValueError naming the closest row."""
     if not budget:
-        raise ValueError("no budget given; pass --max-latency-ms, --max-ppl, --max-params-ratio or --budget 'NAME<=X'")
+        raise ConfigError("no budget given; pass --max-latency-ms, --max-ppl, --max-params-ratio or --budget 'NAME<=X'")
     cand = candidates(df, objectives)
     if cand.empty:
-        raise ValueError("the run has no feasible, fully measured point")
+        raise ConfigError("the run has no feasible, fully measured point")
     if optimize is None:
         only_ppl = all(col == objectives.ppl for col, _, _ in budget)
         optimize = (objectives.latency if only_ppl else objectives.ppl) or objectives.names[0]
     if optimize not in cand.columns:
-        raise ValueError(f"cannot optimise {optimize!r}: not a column of the run (objectives: {', '.join(objectives.names)})")
+        raise ConfigError(f"cannot optimise {optimize!r}: not a column of the run (objectives: {', '.join(objectives.names)})")
     viol = np.array([max(_violation(float(r[c]), lo, hi) for c, lo, hi in budget) for _, r in cand.iterrows()])
     ok = cand[viol == 0]
     text = _budget_text(budget)
@@ -227,7 +228,7 @@ def by_budget(df: pd.DataFrame, objectives: Objectives, budget: list[tuple[str, 
         i = int(np.argmin(viol))
         near = cand.iloc[i]
         vals = ", ".join(f"{c} {_fmt(near[c])}" for c, _, _ in budget)
-        raise ValueError(f"no evaluated subnet meets {text}; the closest is id {int(near['id'])} ({vals}; "
+        raise ConfigError(f"no evaluated subnet meets {text}; the closest is id {int(near['id'])} ({vals}; "
                          f"{viol[i] * 100:.1f}% over its tightest budget). Relax the budget or search longer.")
     sign = -1.0 if objectives.direction(optimize) == "maximize" else 1.0
     best = ok.iloc[int(np.argmin(sign * ok[optimize].to_numpy(float)))]
@@ -260,7 +261,7 @@ def by_knee(df: pd.DataFrame, objectives: Objectives) -> Selection:
 
     cand = candidates(df, objectives)
     if cand.empty:
-        raise ValueError("the run has no feasible, fully measured point")
+        raise ConfigError("the run has no feasible, fully measured point")
     F = scaled_matrix(cand, objectives)
     knees = [int(k) for k in knee_points(F, objectives.directions)]
     das = knee_index(F, objectives.directions)
@@ -291,11 +292,11 @@ def parse_weights(text: str, objectives: Objectives) -> np.ndarray:
             k = k.strip()
             alias = {"ppl": objectives.ppl, "latency": objectives.latency}.get(k, k)
             if alias not in objectives.names:
-                raise ValueError(f"--weights: unknown objective {k!r}; objectives are {', '.join(objectives.names)}")
+                raise ConfigError(f"--weights: unknown objective {k!r}; objectives are {', '.join(objectives.names)}")
             w[objectives.names.index(alias)] = float(v)
     else:
         if len(parts) != len(objectives.names):
-            raise ValueError(f"--weights needs {len(objectives.names)} numbers ({', '.join(objectives.names)}) or NAME=W pairs, got {text!r}")
+            raise ConfigError(f"--weights needs {len(objectives.names)} numbers ({', '.join(objectives.names)}) or NAME=W pairs, got {text!r}")
         w[:] = [float(p) for p in parts]
     return w
 
@@ -306,7 +307,7 @@ def by_weights(df: pd.DataFrame, objectives: Objectives, weights: np.ndarray) ->
 
     cand = candidates(df, objectives)
     if cand.empty:
-        raise ValueError("the run has no feasible, fully measured point")
+        raise ConfigError("the run has no feasible, fully measured point")
     i = asf_index(scaled_matrix(cand, objectives), weights, objectives.directions)
     row = cand.iloc[i]
     wt = ", ".join(f"{n}={w:g}" for n, w in zip(objectives.names, weights))
@@ -320,7 +321,7 @@ def load(run: Run | str | Path) -> tuple[Run, pd.DataFrame, Objectives]:
     settings = run.settings()
     df = run.table()
     if df.empty:
-        raise ValueError(f"{run.table_file} has no evaluations yet; run `nas-llm search` first")
+        raise ConfigError(f"{run.table_file} has no evaluations yet; run `nas-llm search` first")
     objectives = Objectives.of(settings, df)
     return run, effective_table(df, objectives), objectives
 
@@ -336,10 +337,10 @@ def select(run: Run | str | Path, rule: str = "knee", *, max_latency_ms: float |
         return by_knee(df, objectives)
     if rule == "weights":
         if weights is None:
-            raise ValueError("rule 'weights' needs --weights, e.g. --weights perplexity=1,latency=1")
+            raise ConfigError("rule 'weights' needs --weights, e.g. --weights perplexity=1,latency=1")
         w = parse_weights(weights, objectives) if isinstance(weights, str) else np.asarray(weights, float)
         return by_weights(df, objectives, w)
-    raise ValueError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
+    raise ConfigError(f"unknown rule {rule!r}; choose from {', '.join(RULES)}")
 
 
 def pick(run: Run | str | Path, spec: str | int) -> Selection:
@@ -350,11 +351,11 @@ def pick(run: Run | str | Path, spec: str | int) -> Selection:
     try:
         rid = int(s)
     except ValueError:
-        raise ValueError(f"--pick must be a row id (see `nas-llm report` / evaluations.csv) or 'knee', got {spec!r}") from None
+        raise ConfigError(f"--pick must be a row id (see `nas-llm report` / evaluations.csv) or 'knee', got {spec!r}") from None
     _, df, objectives = load(run)
     rows = df[df["id"] == rid]
     if rows.empty:
-        raise ValueError(f"no evaluation with id {rid} in {Run(run).table_file if not isinstance(run, Run) else run.table_file} "
+        raise ConfigError(f"no evaluation with id {rid} in {Run(run).table_file if not isinstance(run, Run) else run.table_file} "
                          f"(ids {int(df['id'].min())}..{int(df['id'].max())})")
     return Selection(rows.iloc[0], "id", f"picked by id {rid}", objectives)
 

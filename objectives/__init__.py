@@ -5,8 +5,11 @@ from .params import KVCacheBytes, Params, ParamsRatio, WeightBytes
 from search_spaces.registry import Registry, import_path
 from .latency import Latency, LatencyResult, measure_interleaved, measure_latency
 from .perplexity import Perplexity, ReformedPerplexity, perplexity_of
-from .predictors import (PREDICTORS, LatencyLUT, LatencyPredictor, LatencyRoofline, LookupTablePredictor,
-                         PredictedLatency, RooflinePredictor, checked_predict, get_predictor)
+from .predictors import (PREDICTORS, LatencyLUT, LatencyPredictor, LatencyRoofline, PredictedLatency, cached_measurement,
+                         checked_predict, get_predictor)
+from .lut import LookupTablePredictor
+from .roofline import RooflinePredictor, measure_peaks, operator_costs
+from .validation import sample_spread, validate_predictors
 
 __all__ = [
     "KINDS", "OBJECTIVES", "Constraint", "Context", "FunctionObjective", "Objective", "Traits", "can_score_model", "checked_score",
@@ -14,5 +17,6 @@ __all__ = [
     "KVCacheBytes", "Params", "ParamsRatio", "WeightBytes", "Registry", "import_path",
     "Latency", "LatencyResult", "measure_interleaved", "measure_latency", "Perplexity", "ReformedPerplexity", "perplexity_of",
     "PREDICTORS", "LatencyLUT", "LatencyPredictor", "LatencyRoofline", "LookupTablePredictor", "PredictedLatency",
-    "RooflinePredictor", "checked_predict", "get_predictor",
+    "RooflinePredictor", "cached_measurement", "checked_predict", "get_predictor", "measure_peaks", "operator_costs",
+    "sample_spread", "validate_predictors",
 ]

@@ -28,9 +28,8 @@ from typing import Any, Callable, Iterator
 
 import torch.nn as nn
 
+from nas_llm.errors import ConfigError, ObjectiveTypeError, ObjectiveValueError
 from search_spaces import Plan, Ranking, Subnet, SubnetSpace
-
-from nas_llm.errors import ConfigError
 from search_spaces.registry import Registry
 
 KINDS = ("quality", "latency", "size", "other")
@@ -177,9 +176,9 @@ def finite_float(v: Any, who: str, fix: str, subnet: Subnet) -> float:
     try:
         v = float(v)
     except (TypeError, ValueError):
-        raise TypeError(f"{who} returned {v!r}; {fix}") from None
+        raise ObjectiveTypeError(f"{who} returned {v!r}; {fix}") from None
     if math.isnan(v) or math.isinf(v):
-        raise ValueError(f"{who} returned {v} for subnet {subnet.summary()}")
+        raise ObjectiveValueError(f"{who} returned {v} for subnet {subnet.summary()}")
     return v
 
 
@@ -219,9 +218,9 @@ def get_objective(spec: "str | Objective | Callable", **kwargs: Any) -> Objectiv
     elif callable(obj):
         inst = FunctionObjective(obj, name=spec.rsplit(":", 1)[-1] if isinstance(spec, str) else None)
     else:
-        raise TypeError(f"{spec!r} is not an Objective, an Objective class or a function")
+        raise ObjectiveTypeError(f"{spec!r} is not an Objective, an Objective class or a function")
     if inst.direction not in ("minimize", "maximize"):
-        raise ValueError(f"objective {inst.name!r}: direction must be 'minimize' or 'maximize', got {inst.direction!r}")
+        raise ConfigError(f"objective {inst.name!r}: direction must be 'minimize' or 'maximize', got {inst.direction!r}")
     try:
         Traits.of(inst)  # an import-path objective's class attributes get the checks registration gives
     except ConfigError as e:
@@ -264,7 +263,7 @@ class Constraint:
             if m:
                 lo, hi = float(m.group(2)), float(m.group(3))
                 if lo > hi:
-                    raise ValueError(f"constraint {text!r}: lower bound {lo} > upper bound {hi}")
+                    raise ConfigError(f"constraint {text!r}: lower bound {lo} > upper bound {hi}")
                 return cls(m.group(1), lo, hi)
             m = re.fullmatch(r"([\w.:]+)(<=|>=)(.+)", t)
             if m:
@@ -273,5 +272,5 @@ class Constraint:
         except ValueError as e:
             if "constraint" in str(e):
                 raise
-            raise ValueError(f"constraint {text!r}: bound is not a number") from None
-        raise ValueError(f"cannot parse constraint {text!r}; use 'name<=x', 'name>=x' or 'name in [a,b]'")
+            raise ConfigError(f"constraint {text!r}: bound is not a number") from None
+        raise ConfigError(f"cannot parse constraint {text!r}; use 'name<=x', 'name>=x' or 'name in [a,b]'")

@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 import torch.nn as nn
 
+from nas_llm.errors import ConfigError
+from nas_llm.model.loading import resolve_device
 from search_spaces import Subnet
 
 from .base import OBJECTIVES, Context, Objective
@@ -82,37 +84,21 @@ class LatencyResult:
 
 
 # -- argument checking ------------------------------------------------------------------------
-def resolve_device(device: str | torch.device | None, model: nn.Module | None = None) -> torch.device:
-    """A torch device; asking for CUDA on a machine without it is a clear error."""
-    if device is None:
-        return next(model.parameters()).device if model is not None else torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} was asked for, but this machine has no CUDA GPU "
-                         f"(torch {torch.__version__}); use device='cpu'")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda'")
-    return dev
-
-
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+        raise ConfigError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 
 def _check(mode: str, batch: int, seq_len: int, stat: str = "median") -> None:
     if mode not in MODES:
-        raise ValueError(f"latency mode {mode!r} is not supported; use 'prefill' or 'decode'")
+        raise ConfigError(f"latency mode {mode!r} is not supported; use 'prefill' or 'decode'")
     if batch < 1 or seq_len < 1:
-        raise ValueError(f"batch and seq_len must be >= 1, got batch={batch}, seq_len={seq_len}")
+        raise ConfigError(f"batch and seq_len must be >= 1, got batch={batch}, seq_len={seq_len}")
     if stat not in STATS:
-        raise ValueError(f"latency stat {stat!r} is not supported; use 'median' (typical block) or 'min' (fastest block)")
+        raise ConfigError(f"latency stat {stat!r} is not supported; use 'median' (typical block) or 'min' (fastest block)")
 
 
 def round_value(m: Any, stat: str = "median") -> float:
@@ -130,13 +116,14 @@ def _device_name(dev: torch.device) -> str:
 
 # -- runners: a zero-argument callable that does one timed unit of work ----------------------
 def _rewind(cache: Any, n: int = 1) -> None:
-    """Drop the last ``n`` tokens of a KV cache, across transformers versions."""
-    if "Static" in type(cache).__name__:
-        for layer in getattr(cache, "layers", []):  # move the write position back (in place, graph-safe)
-            if hasattr(layer, "cumulative_length"):
-                layer.cumulative_length.sub_(n)
-        return  # older versions write at the explicit cache_position: nothing to undo
-    cache.crop(-n)  # a negative length removes that many tokens (all transformers 4.4x-5.x)
+    """Drop the last ``n`` tokens of a KV cache (transformers 5.x, as pinned)."""
+    from transformers import StaticCache
+
+    if isinstance(cache, StaticCache):
+        for layer in cache.layers:  # move the write position back (in place, graph-safe)
+            layer.cumulative_length.sub_(n)
+        return
+    cache.crop(-n)  # a negative length removes that many tokens
 
 
 def _forward_kwargs(model: nn.Module) -> dict:
@@ -170,17 +157,12 @@ def make_runner(model: nn.Module, mode: str = "prefill", batch: int = 1, seq_len
     ids = torch.randint(0, vocab, (1, seq_len), generator=g).to(dev)
     tok = torch.randint(0, vocab, (1, 1), generator=g).to(dev)
     pos = torch.tensor([[seq_len]], device=dev)
-    if "cache_position" in inspect.signature(net.forward).parameters:  # older transformers
-        extra = {**extra, "cache_position": pos[0]}
     if compiled:
         cache = StaticCache(config=model.config, max_cache_len=seq_len + 1)
         mode_ = "reduce-overhead" if dev.type == "cuda" else "default"
         fwd = torch.compile(net.forward, mode=mode_, dynamic=False)
     else:
-        try:
-            cache = DynamicCache(config=model.config)
-        except TypeError:
-            cache = DynamicCache()
+        cache = DynamicCache(config=model.config)
         fwd = net.forward
     with torch.inference_mode():
         net(input_ids=ids, past_key_values=cache, use_cache=True)  # the prompt, not timed

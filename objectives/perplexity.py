@@ -21,13 +21,15 @@ from __future__ import annotations
 import copy
 import math
 import os
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nas_llm.errors import ConfigError
+from nas_llm.model.slicing import INPUT_CUT_ROLES, layer_cuts
+from nas_llm.model.swap import plan_swapped
 from search_spaces import Plan, Subnet, get_family
 
 from .base import OBJECTIVES, Context, Objective
@@ -53,79 +55,6 @@ def first_changed_layer(subnet: Subnet, dense: Subnet) -> int:
         if c != d:
             return i
     return subnet.num_layers
-
-
-@contextmanager
-def _patched(model: nn.Module, plan: Plan, start: int, first: int, inject: dict,
-             weights: dict | None = None) -> Iterator[None]:
-    """Run ``model`` from layer ``start`` (input taken from ``inject["h"]``) with layers >= ``first`` sliced.
-
-    Layers before ``start`` and dropped layers return their input; kept layers from ``first`` on get
-    index-selected projections for the call. ``weights[(layer, "o" | "down")]``, if given, replaces the
-    sliced weight of that map (reformed weights, already cut to the kept columns). Everything is
-    restored on exit.
-    """
-    weights = weights or {}
-    from search_spaces.plan import head_channels, kv_channels
-    from nas_llm.model.slicing import _sliced_linear
-
-    fam = get_family(model)
-    dims = fam.dims(model.config)
-    layers = fam.decoder_layers(model)
-    patched: list[nn.Module] = []
-    swapped: list[tuple[nn.Module, str, nn.Linear]] = []
-    handles = []
-
-    def cut_inputs(i: int, role: str, lin: nn.Linear, cols: list[int]) -> nn.Linear:
-        """``lin`` with only ``cols`` as inputs: the given replacement weight, else the selected columns."""
-        if (i, role) not in weights:
-            return _sliced_linear(lin, cols=cols)
-        new = nn.Linear(len(cols), lin.out_features, bias=lin.bias is not None, device="meta", dtype=lin.weight.dtype)
-        new.weight = nn.Parameter(weights[(i, role)], requires_grad=False)
-        if lin.bias is not None:  # input cuts leave the output bias as it is
-            new.bias = lin.bias
-        return new
-
-    def identity(hidden_states, *args, **kwargs):
-        return hidden_states
-
-    def feed(module, args, kwargs):
-        h = inject["h"]
-        if args:
-            return (h,) + tuple(args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": h}
-
-    try:
-        for i, (layer, lp) in enumerate(zip(layers, plan.layers)):
-            if i == start:  # also when this layer is dropped: its identity forward passes the state on
-                handles.append(layer.register_forward_pre_hook(feed, with_kwargs=True))
-            if i < start or not lp.keep:
-                layer.forward = identity
-                patched.append(layer)
-                continue
-            if i < first:
-                continue
-            lin, mlp = fam.attn_linears(layer), fam.mlp_linears(layer)
-            if len(lp.kv_groups) < dims.num_kv_heads:
-                q, kv = head_channels(lp.kv_groups, dims), kv_channels(lp.kv_groups, dims)
-                for role, new in (("q", _sliced_linear(lin["q"], rows=q)), ("k", _sliced_linear(lin["k"], rows=kv)),
-                                  ("v", _sliced_linear(lin["v"], rows=kv)), ("o", cut_inputs(i, "o", lin["o"], q))):
-                    swapped.append((layer, role, lin[role]))
-                    fam.set_linear(layer, role, new)
-            if len(lp.neurons) < dims.intermediate:
-                nr = list(lp.neurons)
-                for role, new in (("gate", _sliced_linear(mlp["gate"], rows=nr)), ("up", _sliced_linear(mlp["up"], rows=nr)),
-                                  ("down", cut_inputs(i, "down", mlp["down"], nr))):
-                    swapped.append((layer, role, mlp[role]))
-                    fam.set_linear(layer, role, new)
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-        for layer in patched:
-            del layer.forward
-        for layer, role, orig in reversed(swapped):
-            fam.set_linear(layer, role, orig)
 
 
 class PrefixCache:
@@ -185,11 +114,11 @@ class Perplexity(Objective):
                  seed: int = 0, batch_size: int = 8, fast: bool = True, cache_mb: float = 512.0,
                  fidelity: float = 1.0):
         if n_samples < 1 or seq_len < 2:
-            raise ValueError(f"n_samples must be >= 1 and seq_len >= 2, got n_samples={n_samples}, seq_len={seq_len}")
+            raise ConfigError(f"n_samples must be >= 1 and seq_len >= 2, got n_samples={n_samples}, seq_len={seq_len}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 < fidelity <= 1:
-            raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
+            raise ConfigError(f"fidelity must be in (0, 1], got {fidelity}")
         from nas_llm.model.data import resolve_source
 
         resolve_source(source)  # a missing file fails here, with the accepted forms in the message
@@ -203,7 +132,7 @@ class Perplexity(Objective):
 
     def at_fidelity(self, fidelity: float) -> "Perplexity":
         if not 0 < fidelity <= 1:
-            raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
+            raise ConfigError(f"fidelity must be in (0, 1], got {fidelity}")
         new = copy.copy(self)
         new.fidelity, new.last = fidelity, {}
         return new
@@ -270,7 +199,8 @@ class Perplexity(Objective):
         key = subnet.key()
         inject: dict = {}
         total, reused = 0.0, 0
-        with torch.no_grad(), _patched(ctx.model, plan, start, first, inject, self.weights_for(plan, first, ctx)):
+        weights = self.weights_for(plan, first, ctx)
+        with torch.no_grad(), plan_swapped(ctx.model, plan, first, weights, start, inject):
             for bi, s in enumerate(range(0, ids.shape[0], self.batch_size)):
                 x = ids[s : s + self.batch_size].to(dev)
                 mk = (key, s, x.shape[0])
@@ -297,8 +227,7 @@ def dense_grams(model: nn.Module, ids: torch.Tensor, batch_size: int = 8, progre
 def _refit_map(model: nn.Module, layer: int, role: str) -> nn.Linear:
     """The ``o_proj`` (``role="o"``) or ``down_proj`` (``"down"``) of decoder layer ``layer``."""
     fam = get_family(model)
-    lay = fam.decoder_layers(model)[layer]
-    return fam.attn_linears(lay)["o"] if role == "o" else fam.mlp_linears(lay)["down"]
+    return fam.linears(fam.decoder_layers(model)[layer])[role]
 
 
 @OBJECTIVES.register("perplexity_reformed", kind="quality", log_scale=True)
@@ -326,16 +255,16 @@ class ReformedPerplexity(Perplexity):
                  weight_cache_mb: float = 1024.0):
         super().__init__(source, n_samples, seq_len, seed, batch_size, fast, cache_mb, fidelity)
         if reform_samples < 1 or reform_seq_len < 2:
-            raise ValueError(f"reform_samples must be >= 1 and reform_seq_len >= 2, got {reform_samples}, {reform_seq_len}")
+            raise ConfigError(f"reform_samples must be >= 1 and reform_seq_len >= 2, got {reform_samples}, {reform_seq_len}")
         if (reform_samples, reform_seq_len, reform_seed) == (n_samples, seq_len, seed):
-            raise ValueError("the scored windows equal the reformation windows (same samples, length and seed); "
+            raise ConfigError("the scored windows equal the reformation windows (same samples, length and seed); "
                              "give the perplexity a different seed, e.g. seed=reform_seed + 1")
         from nas_llm.model.solvers import DEFAULT_DAMP
 
         self.reform_samples, self.reform_seq_len, self.reform_seed = reform_samples, reform_seq_len, reform_seed
         self.damp = DEFAULT_DAMP if damp is None else float(damp)
         if self.damp <= 0:
-            raise ValueError(f"damp must be > 0, got {self.damp}")
+            raise ConfigError(f"damp must be > 0, got {self.damp}")
         self.weight_cache_mb = weight_cache_mb
 
     def _key(self, ctx: Context) -> tuple:
@@ -375,17 +304,14 @@ class ReformedPerplexity(Perplexity):
         return w
 
     def weights_for(self, plan: Plan, first: int, ctx: Context) -> dict:
-        from search_spaces.plan import head_channels
-
-        dims = get_family(ctx.model).dims(ctx.model.config)
+        dims = get_family(ctx.model).dims(ctx.model)
         out: dict = {}
         for i, lp in enumerate(plan.layers):
             if i < first or not lp.keep:
                 continue
-            if len(lp.kv_groups) < dims.num_kv_heads:
-                out[(i, "o")] = self.reformed(ctx, i, "o", head_channels(lp.kv_groups, dims))
-            if len(lp.neurons) < dims.intermediate:
-                out[(i, "down")] = self.reformed(ctx, i, "down", list(lp.neurons))
+            for role, cut in layer_cuts(lp, dims).items():
+                if role in INPUT_CUT_ROLES:
+                    out[(i, role)] = self.reformed(ctx, i, role, cut.cols)
         return out
 
     def naive(self, subnet: Subnet, ctx: Context) -> float:

@@ -6,10 +6,14 @@ module of its own, registered with :func:`register_family` -- no edits across th
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn as nn
+
+from nas_llm.errors import UnsupportedModelError
 
 from .registry import Registry
 
@@ -53,12 +57,29 @@ class Family:
         m = self.mlp_module(layer)
         return {r: _get(m, getattr(self, r)) for r in ("gate", "up", "down")}
 
+    def linears(self, layer: nn.Module) -> dict[str, nn.Linear]:
+        """All seven projections of a layer by role: q, k, v, o, gate, up, down."""
+        return {**self.attn_linears(layer), **self.mlp_linears(layer)}
+
     def set_linear(self, layer: nn.Module, role: str, new: nn.Linear) -> None:
         parent = self.attention(layer) if role in ("q", "k", "v", "o") else self.mlp_module(layer)
         setattr(parent, getattr(self, role), new)
 
-    def dims(self, config: Any) -> "ModelDims":
-        return ModelDims.from_config(config, self)
+    def config_with_layers(self, config: Any, n_layers: int) -> Any:
+        """A copy of ``config`` for the first ``n_layers`` decoder layers (per-layer lists cut to match)."""
+        cfg = copy.deepcopy(config)
+        for name in self.per_layer_config_lists:
+            lst = getattr(cfg, name, None)
+            if isinstance(lst, (list, tuple)) and len(lst) >= n_layers:
+                setattr(cfg, name, list(lst[:n_layers]))
+        cfg.num_hidden_layers = n_layers
+        return cfg
+
+    def dims(self, model_or_config: Any) -> "ModelDims":
+        """The dense shapes; pass the model when there is one (its modules say which maps have biases)."""
+        if isinstance(model_or_config, nn.Module):
+            return ModelDims.from_model(model_or_config, self)
+        return ModelDims.from_config(model_or_config, self)
 
 
 @dataclass(frozen=True)
@@ -84,28 +105,53 @@ class ModelDims:
         return self.num_heads // self.num_kv_heads
 
     @classmethod
-    def from_config(cls, config: Any, family: Family) -> "ModelDims":
+    def from_model(cls, model: nn.Module, family: Family) -> "ModelDims":
+        """Shapes from the config, biases from the modules of the first decoder layer."""
+        return cls.from_config(model.config, family, _module_biases(family, family.decoder_layers(model)[0]))
+
+    @classmethod
+    def from_config(cls, config: Any, family: Family, biases: dict[str, bool] | None = None) -> "ModelDims":
+        """Shapes from the config; ``biases`` (see :func:`_module_biases`) default to a module skeleton's.
+
+        Which maps carry a bias is a fact of the modelling code, not always of the config (Qwen2
+        hard-codes q/k/v biases and has no config field), so it is read from modules: the model's,
+        or a one-layer skeleton built on the meta device (no memory, no weights).
+        """
         heads = config.num_attention_heads
-        kv = getattr(config, "num_key_value_heads", None) or heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        attn_bias = bool(getattr(config, "attention_bias", False))
-        # Qwen2 has biases on q/k/v but not on o; LLaMA's attention_bias covers all four.
-        qkv_bias_only = family.name == "qwen2"
         return cls(
             num_layers=config.num_hidden_layers,
             hidden=config.hidden_size,
             num_heads=heads,
-            num_kv_heads=kv,
-            head_dim=head_dim,
+            num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
             intermediate=config.intermediate_size,
             vocab=config.vocab_size,
             tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
-            attention_bias=True if qkv_bias_only else attn_bias,
-            o_bias=False if qkv_bias_only else attn_bias,
-            mlp_bias=bool(getattr(config, "mlp_bias", False)),
+            **(biases if biases is not None else _skeleton_biases(config, family)),
             num_layer_norms=len(family.layer_norms),
             num_head_norms=len(family.head_norms),
         )
+
+
+def _module_biases(family: Family, layer: nn.Module) -> dict[str, bool]:
+    """ModelDims' bias fields as the modules of ``layer`` have them."""
+    lin = family.linears(layer)
+    return {"attention_bias": lin["q"].bias is not None, "o_bias": lin["o"].bias is not None,
+            "mlp_bias": lin["gate"].bias is not None}
+
+
+def _skeleton_biases(config: Any, family: Family) -> dict[str, bool]:
+    """Biases of a one-layer model built from ``config`` on the meta device; the config's own
+    ``attention_bias`` / ``mlp_bias`` fields when transformers cannot build one."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(family.config_with_layers(config, 1))
+        return _module_biases(family, family.decoder_layers(skeleton)[0])
+    except (ValueError, KeyError):  # a config class transformers has no model class for
+        attn = bool(getattr(config, "attention_bias", False))
+        return {"attention_bias": attn, "o_bias": attn, "mlp_bias": bool(getattr(config, "mlp_bias", False))}
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -134,7 +180,7 @@ def get_family(model_or_config: Any) -> Family:
         if model_type in fam.model_types or any(a in fam.architectures for a in archs):
             return fam
     supported = sorted(a for _, f in FAMILIES.items() for a in f.architectures)
-    raise NotImplementedError(
+    raise UnsupportedModelError(
         f"unsupported architecture {archs[0] if archs else type(config).__name__!r} "
         f"(model_type={model_type!r}); supported: {', '.join(supported)}. "
         "Add a family with search_spaces.register_family(Family(...))."

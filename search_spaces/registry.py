@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
-from nas_llm.errors import ConfigError, NasLLMError
+from nas_llm.errors import ConfigError, NasLLMError, PluginImportError
 
 T = TypeVar("T")
 
@@ -116,13 +116,13 @@ def import_path(path: str, kind: str = "object") -> Any:
         else:
             module = importlib.import_module(mod_name)
     except ImportError as e:
-        raise ImportError(f"cannot import the module of {kind} {path!r}: {e}") from e
+        raise PluginImportError(f"cannot import the module of {kind} {path!r}: {e}") from e
     try:
         obj: Any = module
         for part in attr.split("."):
             obj = getattr(obj, part)
     except AttributeError:
-        raise ImportError(f"module {mod_name!r} has no attribute {attr!r} (from {kind} path {path!r})") from None
+        raise PluginImportError(f"module {mod_name!r} has no attribute {attr!r} (from {kind} path {path!r})") from None
     return obj
 
 

@@ -33,8 +33,7 @@ class SubnetSpace:
 
     @classmethod
     def from_model(cls, model_or_config: Any, granularity: int = 64, allow_layer_drop: bool = True) -> "SubnetSpace":
-        config = getattr(model_or_config, "config", model_or_config)
-        return cls(get_family(model_or_config).dims(config), granularity, allow_layer_drop)
+        return cls(get_family(model_or_config).dims(model_or_config), granularity, allow_layer_drop)
 
     @property
     def num_layers(self) -> int:

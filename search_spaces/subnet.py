@@ -9,8 +9,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
+from nas_llm.errors import NasLLMError
 
-class SubnetError(ValueError):
+
+class SubnetError(NasLLMError, ValueError):
     """A subnet that the model cannot realise; the message names the layer and the bound."""
 
 

@@ -100,3 +100,50 @@ def test_plan_errors():
     with pytest.raises(SubnetError, match="all layers are dropped"):
         with masked(m, Plan(tuple([LayerPlan(False, (0,), (0,))] * 4))):
             pass
+
+
+@pytest.mark.parametrize("fam", ["llama-gqa", "qwen2"])
+def test_swapped_plan_equals_sliced_model_and_restores_every_module(fam):
+    """The temporary application (perplexity's weight swap) computes what slice_model's copy computes,
+    with replacement weights too, and leaves the very same module objects behind."""
+    from nas_llm.model.slicing import layer_cuts
+    from nas_llm.model.swap import plan_swapped
+
+    m = tiny_model(fam)
+    sp = SubnetSpace.from_model(m, granularity=16)
+    rng = np.random.default_rng(3)
+    ids = torch.randint(0, m.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    before = {n: id(mod) for n, mod in m.named_modules()}
+    for _ in range(5):
+        s = sp.sample(rng, p_drop=0.25)
+        plan = random_ranking(sp, rng).resolve(s)
+        kept = [i for i, lp in enumerate(plan.layers) if lp.keep]
+        weights = {(i, role): torch.randn(sp.dims.hidden, len(cut.cols))
+                   for i in kept for role, cut in layer_cuts(plan.layers[i], sp.dims).items() if role in ("o", "down")}
+        ref = slice_model(m, plan)
+        for (i, role), w in weights.items():  # the reference: a sliced copy with the weights written in
+            lay = ref.model.layers[kept.index(i)]
+            (lay.self_attn.o_proj if role == "o" else lay.mlp.down_proj).weight.data.copy_(w)
+        with torch.no_grad(), plan_swapped(m, plan, weights=weights):
+            a = m(ids).logits
+        with torch.no_grad():
+            assert (a - ref(ids).logits).abs().max() <= 1e-4
+    assert {n: id(mod) for n, mod in m.named_modules()} == before
+
+
+def test_replacement_weights_only_for_cut_input_maps():
+    from nas_llm.errors import ConfigError
+    from nas_llm.model.slicing import sliced_projections
+    from search_spaces import get_family
+
+    m = tiny_model("llama-gqa")
+    fam = get_family(m)
+    dims = fam.dims(m)
+    layer = fam.decoder_layers(m)[0]
+    only_mlp = LayerPlan(True, (0, 1, 2), tuple(range(32)))
+    new = sliced_projections(layer, fam, only_mlp, dims)
+    assert set(new) == {"gate", "up", "down"} and new["down"].weight.shape == (48, 32)
+    with pytest.raises(ConfigError, match=r"replacement weights for \['o'\]"):
+        sliced_projections(layer, fam, only_mlp, dims, {"o": torch.zeros(48, 48)})
+    with pytest.raises(ConfigError, match="48 x 32"):
+        sliced_projections(layer, fam, only_mlp, dims, {"down": torch.zeros(48, 31)})

@@ -110,3 +110,34 @@ def test_unknown_architecture_names_class_and_supported():
     m = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=10))
     with pytest.raises(NotImplementedError, match="GPT2LMHeadModel.*supported: .*LlamaForCausalLM"):
         get_family(m)
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_dims_from_a_config_equal_dims_from_the_modules(fam):
+    """Biases are read from modules (the model's, or a meta-device skeleton for a bare config), never from
+    the family name: Qwen2 has q/k/v biases and no config field saying so."""
+    m = tiny_model(fam)
+    f = get_family(m)
+    assert f.dims(m.config) == f.dims(m)
+    d = f.dims(m.config)
+    assert (d.attention_bias, d.o_bias, d.mlp_bias) == ((True, False, False) if fam == "qwen2" else (False, False, False))
+
+
+def test_biased_llama_counts_exactly():
+    """LLaMA's attention_bias puts biases on q, k, v *and* o; mlp_bias on gate, up and down."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from nas_llm import Ranking, slice_model
+
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, vocab_size=50, num_attention_heads=4,
+                      num_key_value_heads=2, attention_bias=True, mlp_bias=True, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    m = AutoModelForCausalLM.from_config(cfg).eval()
+    sp = SubnetSpace.from_model(m, granularity=16)
+    assert (sp.dims.attention_bias, sp.dims.o_bias, sp.dims.mlp_bias) == (True, True, True)
+    assert sp.params(sp.dense(), decoder_only=False) == sum(p.numel() for p in m.parameters())
+    d = sp.dims
+    s = sp.uniform(1, 32, drop=[1])
+    sliced = slice_model(m, Ranking.identity(d.num_layers, d.num_kv_heads, d.intermediate).resolve(s))
+    assert sum(p.numel() for p in sliced.parameters()) == sp.params(s, decoder_only=False)

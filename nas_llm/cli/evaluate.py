@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from nas_llm.errors import ConfigError
 from nas_llm.evaluate import DEFAULT_PPL, EVAL_FILE, evaluate, format_result, go_offline
 from nas_llm.evaluate.tasks import ALL_TASKS, parse_tasks
 from nas_llm.model.atomic import atomic_write_text
@@ -33,9 +34,9 @@ def main(args: argparse.Namespace) -> int:
     model_path = Path(args.model).expanduser()
     out = Path(args.out) if args.out else (model_path / EVAL_FILE if model_path.is_dir() else None)
     if out is None:
-        raise ValueError(f"{args.model} is not a folder, so there is nowhere beside it to write {EVAL_FILE}; pass --out FILE.json")
+        raise ConfigError(f"{args.model} is not a folder, so there is nowhere beside it to write {EVAL_FILE}; pass --out FILE.json")
     if args.seq_len < 2:
-        raise ValueError(f"--seq-len must be >= 2, got {args.seq_len}")
+        raise ConfigError(f"--seq-len must be >= 2, got {args.seq_len}")
     tasks = None if args.tasks.strip().lower() == "none" else parse_tasks(args.tasks)
     ppl = [] if args.ppl.strip().lower() == "none" else [s.strip() for s in args.ppl.split(",") if s.strip()]
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nas_llm.errors import ConfigError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -69,13 +71,13 @@ def _subnet(args, space):
     from search_spaces import Subnet
 
     if args.subnet and args.ratio is not None:
-        raise ValueError("give --subnet or --ratio, not both")
+        raise ConfigError("give --subnet or --ratio, not both")
     if args.subnet:
         text = Path(args.subnet).read_text() if Path(args.subnet).is_file() else args.subnet
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
-            raise ValueError(f"--subnet is neither a file nor JSON: {args.subnet[:80]!r}") from None
+            raise ConfigError(f"--subnet is neither a file nor JSON: {args.subnet[:80]!r}") from None
         return space.validate(Subnet.from_dict(data.get("subnet", data)))
     if args.ratio is not None:
         return space.uniform_at_ratio(args.ratio, args.ratio_mode)
@@ -115,10 +117,10 @@ def measure(args) -> int:
 
 
 def validate(args) -> int:
-    from objectives.predictors import get_predictor, sample_spread, validate_predictors
+    from objectives import get_predictor, sample_spread, validate_predictors
 
     if args.n < 2:
-        raise ValueError(f"--n must be >= 2 for a rank correlation, got {args.n}")
+        raise ConfigError(f"--n must be >= 2 for a rank correlation, got {args.n}")
     model, space, rank = _setup(args)
     rng = np.random.default_rng(args.seed)
     subs = [sample_spread(space, rng) if args.sampler == "spread" else space.sample(rng, 0.1) for _ in range(args.n)]
@@ -128,7 +130,7 @@ def validate(args) -> int:
         preds = {}
         for spec in [s for s in args.predictors.split(",") if s]:
             kw = {}
-            from objectives.predictors import PREDICTORS, LookupTablePredictor, RooflinePredictor
+            from objectives import PREDICTORS, LookupTablePredictor, RooflinePredictor
 
             obj = PREDICTORS.resolve(spec)
             if obj in (LookupTablePredictor, RooflinePredictor):

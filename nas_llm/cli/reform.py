@@ -6,6 +6,7 @@ import sys
 
 import torch
 
+from nas_llm.errors import ConfigError
 from nas_llm.reform import DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, METHODS, reform_run, run_objectives
 from nas_llm.run import Run
 
@@ -34,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
     settings = run.settings()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if not settings.get("model"):
-        raise ValueError(f"{run.settings_file} does not name its model")
+        raise ConfigError(f"{run.settings_file} does not name its model")
     ids = None  # parsed before the model load, so a bad --ids fails at once
     if args.ids:
         ids = []
@@ -46,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
             elif part.isdigit():
                 ids.append(int(part))
             else:
-                raise ValueError(f"--ids: {part!r} is neither a row id nor 'knee'")
+                raise ConfigError(f"--ids: {part!r} is neither a row id nor 'knee'")
     model, tok = load_model(settings["model"], device=device)
     df = reform_run(run, model, tok, args.method, args.n_samples, args.seq_len, args.source, args.seed, args.rho, args.iters,
                     args.damp, args.batch_size, command="nas-llm reform " + " ".join(sys.argv[2:]), ids=ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from nas_llm.errors import ConfigError
 from nas_llm.select import select
 
 
@@ -25,7 +26,7 @@ def main(args: argparse.Namespace) -> int:
     has_budget = any(v is not None for v in (args.max_latency_ms, args.max_params_ratio, args.max_ppl)) or bool(args.budget)
     chosen = [r for r, on in (("budget", has_budget), ("knee", args.knee), ("weights", args.weights is not None)) if on]
     if len(chosen) > 1:
-        raise ValueError(f"choose one rule: a budget, --knee or --weights (got {', '.join(chosen)})")
+        raise ConfigError(f"choose one rule: a budget, --knee or --weights (got {', '.join(chosen)})")
     rule = chosen[0] if chosen else "knee"
     sel = select(args.run, rule, max_latency_ms=args.max_latency_ms, max_params_ratio=args.max_params_ratio,
                  max_ppl=args.max_ppl, budget=args.budget, weights=args.weights, optimize=args.optimize)

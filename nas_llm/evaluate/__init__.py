@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from nas_llm.errors import ConfigError
 from nas_llm.model.atomic import atomic_write_text
 from .tasks import ALL_TASKS, TASKS, parse_tasks, prepare
 
@@ -60,7 +61,7 @@ def perplexities(model, tokenizer, sources: list[str] | tuple[str, ...] = DEFAUL
 
     limit = _max_positions(model)
     if limit is not None and seq_len > limit:
-        raise ValueError(f"--seq-len {seq_len} exceeds the model's max_position_embeddings {limit}; use --seq-len <= {limit}")
+        raise ConfigError(f"--seq-len {seq_len} exceeds the model's max_position_embeddings {limit}; use --seq-len <= {limit}")
     out: dict[str, dict[str, Any]] = {}
     for src in sources:
         ids = eval_windows(tokenizer, src, seq_len=seq_len, max_windows=max_windows)

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
+from nas_llm.errors import ConfigError
+
 
 class SharedPrefixLM(HFLM):
     """``HFLM`` whose log-likelihoods share each context's forward among its continuations."""
@@ -32,7 +34,7 @@ class SharedPrefixLM(HFLM):
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
         for i, (_, ctx, cont) in enumerate(requests):
             if not ctx or not cont or len(cont) > self.max_length:
-                raise ValueError(f"request {i}: context and continuation must be non-empty and the continuation at most "
+                raise ConfigError(f"request {i}: context and continuation must be non-empty and the continuation at most "
                                  f"{self.max_length} tokens (got {len(ctx)} / {len(cont)})")
             whole = (ctx + cont)[-(self.max_length + 1):]  # HFLM's left truncation
             groups.setdefault(tuple(whole[: len(whole) - len(cont)]), []).append((i, cont))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from nas_llm.errors import ConfigError
+
 # Bundled names resolve inside the data folder (``$NAS_LLM_DATA`` or ``../shared/data``).
 DATASETS = {
     "wikitext2": "wikitext2/wiki.valid.txt",
@@ -58,7 +60,7 @@ def load_text(source: str | os.PathLike) -> str:
         return src.read_text(encoding="utf-8")
     parts = src[3:].split(":")
     if len(parts) not in (2, 3):
-        raise ValueError(f"HF dataset source must be hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT, got {src!r}")
+        raise ConfigError(f"HF dataset source must be hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT, got {src!r}")
     import datasets  # only with network or a local HF cache
 
     name, cfg, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
@@ -81,10 +83,10 @@ def tokenize(tokenizer, source: str | os.PathLike) -> torch.Tensor:
 def calibration_batch(tokenizer, source: str | os.PathLike = DEFAULT_CALIBRATION, n_samples: int = 32, seq_len: int = 256, seed: int = 0) -> torch.Tensor:
     """``[n_samples, seq_len]`` random windows, deterministic in ``seed``."""
     if n_samples < 1 or seq_len < 2:
-        raise ValueError(f"n_samples must be >= 1 and seq_len >= 2, got {n_samples}, {seq_len}")
+        raise ConfigError(f"n_samples must be >= 1 and seq_len >= 2, got {n_samples}, {seq_len}")
     ids = tokenize(tokenizer, source)
     if ids.numel() < n_samples * seq_len:
-        raise ValueError(f"{source} has {ids.numel()} tokens, fewer than n_samples x seq_len = {n_samples} x {seq_len}")
+        raise ConfigError(f"{source} has {ids.numel()} tokens, fewer than n_samples x seq_len = {n_samples} x {seq_len}")
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, ids.numel() - seq_len, (n_samples,), generator=g)
     return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
@@ -97,5 +99,5 @@ def eval_windows(tokenizer, source: str | os.PathLike, seq_len: int = 2048, max_
     if max_windows is not None:
         n = min(n, max_windows)
     if n < 1:
-        raise ValueError(f"{source} has {ids.numel()} tokens, fewer than one window of {seq_len}")
+        raise ConfigError(f"{source} has {ids.numel()} tokens, fewer than one window of {seq_len}")
     return ids[: n * seq_len].view(n, seq_len)

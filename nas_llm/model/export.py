@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from nas_llm.errors import NasLLMError
 from search_spaces import get_family
 
 from .atomic import atomic_dir
@@ -20,7 +21,7 @@ from .slicing import layer_record, resize_layer
 SUBNET_FILE = "subnet.json"
 
 
-class ExportError(RuntimeError):
+class ExportError(NasLLMError, RuntimeError):
     """An export folder that cannot be written or read back."""
 
 
@@ -102,7 +103,7 @@ def load_subnet(path: str | Path, dtype: torch.dtype = torch.float32, device: st
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     fam = get_family(model)
     if layers is not None:
-        dims = fam.dims(config)
+        dims = fam.dims(model)
         for layer, r in zip(fam.decoder_layers(model), layers):
             resize_layer(layer, fam, dims, r["num_key_value_heads"], r["intermediate_size"])
     state: dict[str, torch.Tensor] = {}

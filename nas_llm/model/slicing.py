@@ -1,4 +1,10 @@
-"""Physically slice a model to a subnet: real smaller ``nn.Linear``s and dropped layers removed.
+"""Cut a model to a subnet: the one slicing primitive, and the permanent use of it (``slice_model``).
+
+:func:`layer_cuts` says which rows / columns of which projections a layer's plan keeps;
+:func:`sliced_projections` builds those smaller projections (optionally with replacement weights for
+the input-cut maps, e.g. reformed ones). Masking (``nas_llm.model.masking``) reads its channel sets from
+:func:`layer_cuts`, the perplexity objective swaps :func:`sliced_projections` in for a call
+(``nas_llm.model.swap``), and :func:`slice_model` keeps them -- one definition of "apply a plan".
 
 Only shapes change; the stock transformers forward already infers the head count from the
 projection width (``view(..., -1, head_dim)``), and the query/KV ratio is unchanged because
@@ -8,42 +14,97 @@ whole KV groups go with their query heads. The per-layer shapes are recorded in
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from nas_llm.errors import ConfigError
 from search_spaces import Plan, get_family
 from search_spaces.family import Family, ModelDims
-
-from search_spaces.plan import check_plan, head_channels, kv_channels
+from search_spaces.plan import LayerPlan, check_plan, head_channels, kv_channels
 
 FORMAT_VERSION = 1
+INPUT_CUT_ROLES = ("o", "down")  # the maps whose *input* columns a cut removes: the ones reformation refits
 
 
-def _sliced_linear(lin: nn.Linear, rows=None, cols=None) -> nn.Linear:
+@dataclass(frozen=True)
+class Cut:
+    """The kept output rows (``rows``) or input columns (``cols``) of one projection; ``None``: all."""
+
+    rows: list[int] | None = None
+    cols: list[int] | None = None
+
+
+def layer_cuts(lp: LayerPlan, dims: ModelDims) -> dict[str, Cut]:
+    """The projections a kept layer's plan changes, by role (q, k, v, o, gate, up, down order).
+
+    Attention maps when KV groups are cut (q/k/v lose output rows, o loses the matching input
+    columns), MLP maps when neurons are cut; a role whose map stays whole is absent.
+    """
+    cuts: dict[str, Cut] = {}
+    if len(lp.kv_groups) < dims.num_kv_heads:
+        q, kv = head_channels(lp.kv_groups, dims), kv_channels(lp.kv_groups, dims)
+        cuts.update(q=Cut(rows=q), k=Cut(rows=kv), v=Cut(rows=kv), o=Cut(cols=q))
+    if len(lp.neurons) < dims.intermediate:
+        n = list(lp.neurons)
+        cuts.update(gate=Cut(rows=n), up=Cut(rows=n), down=Cut(cols=n))
+    return cuts
+
+
+def sliced_linear(lin: nn.Linear, cut: Cut, weight: torch.Tensor | None = None) -> nn.Linear:
+    """A new ``nn.Linear`` holding the kept part of ``lin``.
+
+    ``weight`` (already cut to ``cut.cols``) replaces the selected weight of an input cut, e.g. reformed
+    weights; it is used as it is (no copy, no gradient). An input cut leaves the output bias unchanged.
+    """
     w = lin.weight.detach()
     b = None if lin.bias is None else lin.bias.detach()
-    if rows is not None:
-        idx = torch.as_tensor(rows, device=w.device)
-        w = w.index_select(0, idx)
-        b = None if b is None else b.index_select(0, idx)
-    if cols is not None:
-        w = w.index_select(1, torch.as_tensor(cols, device=w.device))
+    if weight is not None:
+        if cut.rows is not None or cut.cols is None or tuple(weight.shape) != (w.shape[0], len(cut.cols)):
+            raise ConfigError(f"a replacement weight must be the input-cut map's {w.shape[0]} x {len(cut.cols or [])} "
+                              f"weight, got shape {tuple(weight.shape)} for {cut}")
+        w = weight
+    else:
+        if cut.rows is not None:
+            idx = torch.as_tensor(cut.rows, device=w.device)
+            w = w.index_select(0, idx)
+            b = None if b is None else b.index_select(0, idx)
+        if cut.cols is not None:
+            w = w.index_select(1, torch.as_tensor(cut.cols, device=w.device))
+        if cut.rows is None and cut.cols is None:
+            w = w.clone()  # index_select copies; a whole map must be copied too
     new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta", dtype=w.dtype)
-    new.weight = nn.Parameter(w.clone())
+    new.weight = nn.Parameter(w, requires_grad=weight is None)
     if b is not None:
         new.bias = nn.Parameter(b.clone())
     return new
+
+
+def sliced_projections(layer: nn.Module, fam: Family, lp: LayerPlan, dims: ModelDims,
+                       weights: dict[str, torch.Tensor] | None = None) -> dict[str, nn.Linear]:
+    """The cut projections of one kept layer, by role (only the roles the plan changes).
+
+    ``weights[role]`` (``"o"`` / ``"down"``, already cut to the kept columns) replaces that map's
+    selected weight; a weight for a map the plan does not cut is an error.
+    """
+    weights = weights or {}
+    cuts = layer_cuts(lp, dims)
+    stray = sorted(set(weights) - {r for r in cuts if r in INPUT_CUT_ROLES})
+    if stray:
+        raise ConfigError(f"replacement weights for {stray}: only the input-cut maps of this layer "
+                          f"({[r for r in cuts if r in INPUT_CUT_ROLES]}) can be replaced")
+    old = fam.linears(layer)
+    return {role: sliced_linear(old[role], cut, weights.get(role)) for role, cut in cuts.items()}
 
 
 def resize_layer(layer: nn.Module, fam: Family, dims: ModelDims, kv_groups: int, neurons: int, device: Any = "meta") -> None:
     """Give a layer empty projections of a subnet's shapes (used when rebuilding from disk)."""
     hd, h = dims.head_dim, dims.hidden
     q_out, kv_out = kv_groups * dims.q_per_group * hd, kv_groups * hd
-    lin, mlp = fam.attn_linears(layer), fam.mlp_linears(layer)
     shapes = {"q": (h, q_out), "k": (h, kv_out), "v": (h, kv_out), "o": (q_out, h), "gate": (h, neurons), "up": (h, neurons), "down": (neurons, h)}
-    old = {**lin, **mlp}
+    old = fam.linears(layer)
     for role, (fin, fout) in shapes.items():
         ref = old[role]
         fam.set_linear(layer, role, nn.Linear(fin, fout, bias=ref.bias is not None, device=device, dtype=ref.weight.dtype))
@@ -83,8 +144,7 @@ def update_config(config: Any, fam: Family, dims: ModelDims, layers: list[dict],
     for heads, kv, inter in candidates:
         config.num_attention_heads, config.num_key_value_heads, config.intermediate_size = heads, kv, inter
         try:
-            if hasattr(config, "validate"):
-                config.validate()
+            config.validate()
             break
         except Exception:  # the stock validator rejects e.g. hidden % heads != 0: keep dense fields
             continue
@@ -115,30 +175,23 @@ def slice_model(model: nn.Module, plan: Plan, inplace: bool = False, subnet: Any
     """A physically smaller copy of ``model`` (or the model itself with ``inplace=True``)."""
     fam = get_family(model)
     if layer_record(model.config) is not None:
-        raise ValueError("this model is already sliced; slice the dense model instead")
-    dims = fam.dims(model.config)
+        raise ConfigError("this model is already sliced; slice the dense model instead")
+    dims = fam.dims(model)
     check_plan(plan, dims)
     new = model if inplace else copy.deepcopy(model)
     kept, record = [], []
     for i, (layer, lp) in enumerate(zip(fam.decoder_layers(new), plan.layers)):
         if not lp.keep:
             continue
-        lin, mlp = fam.attn_linears(layer), fam.mlp_linears(layer)
-        q_ch, kv_ch, neurons = head_channels(lp.kv_groups, dims), kv_channels(lp.kv_groups, dims), list(lp.neurons)
-        fam.set_linear(layer, "q", _sliced_linear(lin["q"], rows=q_ch))
-        fam.set_linear(layer, "k", _sliced_linear(lin["k"], rows=kv_ch))
-        fam.set_linear(layer, "v", _sliced_linear(lin["v"], rows=kv_ch))
-        fam.set_linear(layer, "o", _sliced_linear(lin["o"], cols=q_ch))
-        fam.set_linear(layer, "gate", _sliced_linear(mlp["gate"], rows=neurons))
-        fam.set_linear(layer, "up", _sliced_linear(mlp["up"], rows=neurons))
-        fam.set_linear(layer, "down", _sliced_linear(mlp["down"], cols=neurons))
+        for role, new_lin in sliced_projections(layer, fam, lp, dims).items():
+            fam.set_linear(layer, role, new_lin)
         fam.attention(layer).layer_idx = len(kept)  # KV-cache slot of the layer in the smaller model
         kept.append(layer)
         record.append({
             "source_layer": i,
             "num_attention_heads": len(lp.kv_groups) * dims.q_per_group,
             "num_key_value_heads": len(lp.kv_groups),
-            "intermediate_size": len(neurons),
+            "intermediate_size": len(lp.neurons),
         })
     _set_layers(new, fam, kept)
     extra = {"subnet": subnet.to_dict()} if subnet is not None else {}

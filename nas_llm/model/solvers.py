@@ -16,6 +16,8 @@ from typing import Sequence
 
 import torch
 
+from nas_llm.errors import ConfigError
+
 DEFAULT_DAMP = 0.01  # added to diag(H / mean(diag H)); the same relative damping as nas_llm.model.importance
 # ADMM penalty in units of the Jacobi-scaled H (unit diagonal). Measured on SmolLM2 o/down maps (layers 0/10/29,
 # 40% of channels cut, 16 x 256 tokens): after 30 iterations the reconstruction error is within 0.1-1.2% of the
@@ -36,7 +38,7 @@ def _prepare(W: torch.Tensor, H: torch.Tensor, kept: Sequence[int]) -> tuple[tor
     keep[idx.to(W.device)] = 1
     W64, H64 = W.detach().double(), H.detach().double().to(W.device)
     if not torch.isfinite(H64).all():
-        raise ValueError("H = X X^T has non-finite entries; the calibration activations overflowed (try float32 or a smaller model dtype)")
+        raise ConfigError("H = X X^T has non-finite entries; the calibration activations overflowed (try float32 or a smaller model dtype)")
     H64 = (H64 + H64.T) / 2
     scale = torch.diagonal(H64).mean()
     if not scale > 0:  # all-zero inputs: nothing to fit, any damped solve returns W
@@ -55,7 +57,7 @@ def _cholesky(A: torch.Tensor, what: str) -> torch.Tensor:
                 warnings.warn(f"{what}: Gram matrix not positive definite, added {jitter:g} to its diagonal", RuntimeWarning, stacklevel=3)
             return L
         jitter = 1e-6 if jitter == 0 else jitter * 10
-    raise ValueError(f"{what}: Gram matrix is not positive definite even with jitter {jitter:g}")
+    raise ConfigError(f"{what}: Gram matrix is not positive definite even with jitter {jitter:g}")
 
 
 def _finite_or_masked(Wn: torch.Tensor, W64: torch.Tensor, keep: torch.Tensor, what: str) -> torch.Tensor:
@@ -105,7 +107,7 @@ def admm(W: torch.Tensor, H: torch.Tensor, kept: Sequence[int], rho: float = DEF
     ||Z_k - Z_{k-1}|| / ||Z_k|| per iteration.
     """
     if rho <= 0 or iters < 1:
-        raise ValueError(f"ADMM needs rho > 0 and iters >= 1, got rho={rho}, iters={iters}")
+        raise ConfigError(f"ADMM needs rho > 0 and iters >= 1, got rho={rho}, iters={iters}")
     W64, Hn, keep = _prepare(W, H, kept)
     n = Hn.shape[0]
     eye = torch.eye(n, dtype=Hn.dtype, device=Hn.device)
@@ -153,4 +155,4 @@ def solve(method: str, W: torch.Tensor, H: torch.Tensor, kept: Sequence[int], *,
         return admm(W, H, kept, rho=rho, iters=iters, damp=damp)
     if method == "exact":
         return closed_form(W, H, kept, damp=damp)
-    raise ValueError(f"solve() takes 'admm' or 'exact', got {method!r}")
+    raise ConfigError(f"solve() takes 'admm' or 'exact', got {method!r}")

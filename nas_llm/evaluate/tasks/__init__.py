@@ -10,6 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
+from nas_llm.errors import ConfigError
+
 HERE = Path(__file__).resolve().parent
 
 # short name -> (lm-eval task name, data files it reads, metric reported as "accuracy" in tables)
@@ -40,10 +42,10 @@ def parse_tasks(spec: str | list[str] | None) -> list[str]:
     for n in names:
         short = n[len("nasllm_"):] if n.startswith("nasllm_") else n
         if short not in TASKS:
-            raise ValueError(f"unknown zero-shot task {n!r}; choose from {', '.join(ALL_TASKS)} or 'all'")
+            raise ConfigError(f"unknown zero-shot task {n!r}; choose from {', '.join(ALL_TASKS)} or 'all'")
         out.append(short)
     if not out:
-        raise ValueError(f"no zero-shot task given; choose from {', '.join(ALL_TASKS)} or 'all'")
+        raise ConfigError(f"no zero-shot task given; choose from {', '.join(ALL_TASKS)} or 'all'")
     return out
 
 
@@ -51,7 +53,7 @@ def _write_piqa(src: Path, work: Path) -> None:
     questions = [json.loads(line) for line in (src / "piqa_valid.jsonl").read_text().splitlines() if line.strip()]
     labels = [line.strip() for line in (src / "piqa_valid-labels.lst").read_text().splitlines() if line.strip()]
     if len(questions) != len(labels):
-        raise ValueError(f"{src}/piqa_valid.jsonl has {len(questions)} items but piqa_valid-labels.lst has {len(labels)} labels")
+        raise ConfigError(f"{src}/piqa_valid.jsonl has {len(questions)} items but piqa_valid-labels.lst has {len(labels)} labels")
     with open(work / "piqa_valid_labeled.jsonl", "w") as f:
         for q, lab in zip(questions, labels):
             f.write(json.dumps({**q, "label": int(lab)}) + "\n")
@@ -67,7 +69,7 @@ def prepare(work_dir: str | Path, data_dir: str | Path | None = None, tasks: lis
     work.mkdir(parents=True, exist_ok=True)
     for p in (src, work):
         if any(c in str(p) for c in '"\\\n'):
-            raise ValueError(f"path {p} contains a quote, backslash or newline, which the task YAMLs cannot hold")
+            raise ConfigError(f"path {p} contains a quote, backslash or newline, which the task YAMLs cannot hold")
     shutil.copy2(HERE / "utils.py", work / "utils.py")
     for short in tasks or ALL_TASKS:
         name, files, _ = TASKS[short]

@@ -1,0 +1,180 @@
+"""The lookup-table latency predictor (``lut``): per-layer times measured once per device, summed per subnet.
+
+Probe models (a few random layers of the real shapes) are sliced to every KV-group and neuron count
+and timed; the real model, dense and with every second layer dropped, calibrates the probe. The table
+is cached on disk keyed by device, dtype, shapes and versions (:func:`objectives.predictors.cached_measurement`).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from nas_llm.errors import ConfigError
+from nas_llm.model.slicing import slice_model
+from search_spaces import Ranking, Subnet, SubnetSpace, get_family
+
+from .latency import _check, _device_name, measure_interleaved, resolve_device, resolve_dtype
+from .predictors import PREDICTORS, LatencyPredictor, cached_measurement
+
+
+def _target(model: nn.Module, device: Any, dtype: Any) -> tuple[nn.Module, torch.device, torch.dtype]:
+    """The model on the requested device/dtype (a copy if it has to move)."""
+    p = next(model.parameters())
+    dev = resolve_device(device, model)
+    dt = resolve_dtype(dtype) or p.dtype
+    if p.device != dev or p.dtype != dt:
+        model = copy.deepcopy(model).to(device=dev, dtype=dt)
+    return model, dev, dt
+
+
+def _probe_model(model: nn.Module, n_layers: int, dev: torch.device, dt: torch.dtype) -> nn.Module:
+    """A random-weight model of the same family and shapes with ``n_layers`` layers (timing only)."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = get_family(model).config_with_layers(model.config, n_layers)
+    impl = getattr(model.config, "_attn_implementation", None)
+    with torch.device(dev):
+        probe = AutoModelForCausalLM.from_config(cfg, dtype=dt, **({"attn_implementation": impl} if impl else {}))
+    return probe.eval()
+
+
+@PREDICTORS.register("lut")
+class LookupTablePredictor(LatencyPredictor):
+    """Sum of measured per-layer times: ``C0 + sum_kept (d + a[kv_groups] + m[neurons])``.
+
+    A probe model of ``probe_layers`` identical random layers (and one of a single layer) is
+    sliced uniformly to every KV-group count (full MLP) and every neuron count (full attention)
+    and timed without the LM head, in interleaved rounds. ``a``/``m`` are the changes from cutting
+    attention/MLP. The real model, dense and with every second layer dropped, is timed in the same
+    rounds: their difference gives the layer time ``d`` of the real model, ``C0`` (embeddings, final
+    norm, head) is the dense model minus ``num_layers * d``, and the probe's deltas are scaled by
+    ``d / d_probe``. (Taking ``d`` from the probe and ``C0`` from a separate measurement made ``C0``
+    negative on a drifting CPU and the predictions for small subnets 15-30 % low.)
+    ``neuron_stride`` > 1 measures every k-th neuron count and interpolates the rest linearly.
+    """
+
+    name = "lut"
+
+    def __init__(self, mode: str = "prefill", batch: int = 1, seq_len: int = 128, device: str | None = None,
+                 dtype: str | None = None, compiled: bool = False, granularity: int = 64, probe_layers: int = 4,
+                 neuron_stride: int = 1, rounds: int = 3, min_run_time: float = 0.1,
+                 cache_dir: str | os.PathLike | None = None, refresh: bool = False, progress: bool = True,
+                 stat: str = "median"):
+        _check(mode, batch, seq_len, stat)
+        if probe_layers < 2:
+            raise ConfigError(f"probe_layers must be >= 2 (layer time is the difference of 2 probes), got {probe_layers}")
+        if neuron_stride < 1:
+            raise ConfigError(f"neuron_stride must be >= 1, got {neuron_stride}")
+        resolve_dtype(dtype)
+        self.mode, self.batch, self.seq_len, self.device, self.dtype = mode, batch, seq_len, device, dtype
+        self.compiled, self.granularity, self.probe_layers = compiled, granularity, probe_layers
+        self.neuron_stride, self.rounds, self.min_run_time = neuron_stride, rounds, min_run_time
+        self.cache_dir, self.refresh, self.progress, self.stat = cache_dir, refresh, progress, stat
+        self.table: dict | None = None
+        self.path: Path | None = None
+        self.measured = False  # True when setup() measured instead of loading the cache
+
+    # key and table -------------------------------------------------------------------------
+    def cache_key(self, model: nn.Module) -> dict:
+        fam = get_family(model)
+        p = next(model.parameters())
+        dev = resolve_device(self.device, model)
+        dt = resolve_dtype(self.dtype) or p.dtype
+        space = SubnetSpace.from_model(model, self.granularity)
+        return {
+            "kind": "lut", "version": 2, "device": _device_name(dev), "dtype": str(dt).replace("torch.", ""),
+            "mode": self.mode, "batch": self.batch, "seq_len": self.seq_len, "compiled": self.compiled,
+            "family": fam.name, "dims": space.dims.__dict__, "neuron_choices": list(space.neuron_choices),
+            "attn_implementation": getattr(model.config, "_attn_implementation", None),
+            "probe_layers": self.probe_layers, "neuron_stride": self.neuron_stride,
+            "torch": torch.__version__, "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            **({} if self.stat == "median" else {"stat": self.stat}),  # median tables keep their old key
+        }
+
+    def setup(self, model: nn.Module) -> None:
+        self.table, self.measured, self.path = cached_measurement(
+            "lut", self.cache_key(model), lambda: self.build(model), self.cache_dir, self.refresh)
+
+    def build(self, model: nn.Module) -> dict:
+        """Measure the table (seconds). Takes ~(KV groups + neuron points) x rounds timings."""
+        target, dev, dt = _target(model, self.device, self.dtype)
+        fam = get_family(target)
+        dims = fam.dims(target)
+        space = SubnetSpace.from_model(target, self.granularity)
+        G, I, L = dims.num_kv_heads, dims.intermediate, dims.num_layers
+        k = min(self.probe_layers, max(2, L))
+        points = list(space.neuron_choices[:: self.neuron_stride])
+        if points[-1] != I:
+            points.append(I)
+        probe = _probe_model(target, k, dev, dt)
+        probe1 = _probe_model(target, 1, dev, dt)
+        rank = Ranking.identity(k, G, I)
+        pspace = SubnetSpace.from_model(probe, self.granularity)
+
+        def sliced(g: int, n: int) -> Callable[[], nn.Module]:
+            if g == G and n == I:
+                return lambda: probe
+            return lambda: slice_model(probe, rank.resolve(pspace.uniform(g, n)))
+
+        builders: dict[str, Callable[[], nn.Module]] = {"dense": sliced(G, I), "one": lambda: probe1}
+        for g in range(1, G):
+            builders[f"a{g}"] = sliced(g, I)
+        for n in points[:-1]:
+            builders[f"m{n}"] = sliced(G, n)
+        kw = dict(mode=self.mode, batch=self.batch, seq_len=self.seq_len, rounds=self.rounds,
+                  min_run_time=self.min_run_time, compiled=self.compiled, progress=self.progress, stat=self.stat)
+        body = {name: True for name in builders}
+        builders["full"], body["full"] = (lambda: target), False
+        odd = list(range(1, L, 2))
+        if odd:
+            half = space.uniform(drop=odd)
+            builders["full_half"] = lambda: slice_model(target, Ranking.identity(L, G, I).resolve(half))
+            body["full_half"] = False
+        res = measure_interleaved(builders, body_only=body, **kw)
+        t = {name: r.median_s for name, r in res.items()}
+        d_probe = (t["dense"] - t["one"]) / (k - 1)
+        d = (t["full"] - t["full_half"]) / len(odd) if odd else d_probe
+        scale = d / d_probe if d_probe > 0 and d > 0 else 1.0
+        if not (0.5 <= scale <= 2.0):  # the probe and the real model disagree wildly: trust neither scaling
+            warnings.warn(f"lookup table: layer time of the real model {d * 1e3:.3g} ms vs probe {d_probe * 1e3:.3g} ms; "
+                          "timings are too noisy for a calibrated table, using the probe's", RuntimeWarning)
+            d, scale = d_probe, 1.0
+        attn = {str(G): 0.0, **{str(g): scale * (t[f"a{g}"] - t["dense"]) / k for g in range(1, G)}}
+        mlp = {str(I): 0.0, **{str(n): scale * (t[f"m{n}"] - t["dense"]) / k for n in points[:-1]}}
+        del probe, probe1
+        return {
+            "layer_dense_s": d, "layer_probe_s": d_probe, "probe_scale": scale, "embed_norm_s": t["one"] - d_probe,
+            "full_dense_s": t["full"], "const_s": t["full"] - L * d, "num_layers": L, "attn_delta_s": attn, "mlp_delta_s": mlp,
+            "iqr_s": {name: r.iqr_s for name, r in res.items()},
+            "round_medians_s": {name: r.round_medians_s for name, r in res.items()},
+        }
+
+    def _mlp(self, n: int) -> float:
+        tab = self.table["mlp_delta_s"]  # type: ignore[index]
+        if str(n) in tab:
+            return tab[str(n)]
+        xs = sorted(int(x) for x in tab)
+        return float(np.interp(n, xs, [tab[str(x)] for x in xs]))
+
+    def predict(self, subnet: Subnet) -> float:
+        if self.table is None:
+            raise RuntimeError("LookupTablePredictor: call setup(model) first (it measures or loads the table)")
+        t = self.table
+        if subnet.num_layers != t["num_layers"]:
+            raise ConfigError(f"subnet has {subnet.num_layers} layers, the lookup table's model {t['num_layers']}")
+        total = t["const_s"]
+        for i, c in enumerate(subnet.layers):
+            if not c.keep:
+                continue
+            if str(c.kv_groups) not in t["attn_delta_s"]:
+                raise ConfigError(f"layer {i}: kv_groups={c.kv_groups} is not in the lookup table "
+                                 f"(measured {', '.join(t['attn_delta_s'])})")
+            total += t["layer_dense_s"] + t["attn_delta_s"][str(c.kv_groups)] + self._mlp(c.neurons)
+        return max(total, 0.0)
