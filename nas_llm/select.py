@@ -7,8 +7,8 @@ is "the knee") and ``export --pick knee``, so the three commands always agree.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,8 @@ def _resolve_budget(objectives: Objectives, df: pd.DataFrame, max_latency_ms: fl
             continue
         if col is None or col not in df.columns:
             raise ConfigError(f"{flag}: this run has no such column (objectives: {', '.join(objectives.names)})")
+        if not math.isfinite(float(val)):
+            raise ConfigError(f"{flag} {val}: a budget must be a finite number (NaN or inf would disable it)")
         out.append((col, None, float(val)))
     for text in extra or []:
         c = Constraint.parse(text)
@@ -293,11 +295,21 @@ def parse_weights(text: str, objectives: Objectives) -> np.ndarray:
             alias = {"ppl": objectives.ppl, "latency": objectives.latency}.get(k, k)
             if alias not in objectives.names:
                 raise ConfigError(f"--weights: unknown objective {k!r}; objectives are {', '.join(objectives.names)}")
-            w[objectives.names.index(alias)] = float(v)
+            w[objectives.names.index(alias)] = _weight(v, text)
     else:
         if len(parts) != len(objectives.names):
             raise ConfigError(f"--weights needs {len(objectives.names)} numbers ({', '.join(objectives.names)}) or NAME=W pairs, got {text!r}")
-        w[:] = [float(p) for p in parts]
+        w[:] = [_weight(p, text) for p in parts]
+    return w
+
+
+def _weight(v: str, text: str) -> float:
+    try:
+        w = float(v)
+    except ValueError:
+        raise ConfigError(f"--weights {text!r}: {v.strip()!r} is not a number; e.g. --weights perplexity=1,latency=2") from None
+    if not math.isfinite(w) or w < 0:
+        raise ConfigError(f"--weights {text!r}: {v.strip()} must be a finite number >= 0")
     return w
 
 

@@ -238,6 +238,16 @@ def describe_objective(obj: Objective) -> dict[str, Any]:
     return out
 
 
+def _bound(s: str, text: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise ConfigError(f"constraint {text!r}: bound {s!r} is not a number") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"constraint {text!r}: bound {s} is not a finite number; a NaN or infinite bound would disable the limit")
+    return v
+
+
 @dataclass(frozen=True)
 class Constraint:
     """``lo <= objective <= hi``; :meth:`violation` is pymoo's G (<= 0 feasible)."""
@@ -256,21 +266,16 @@ class Constraint:
 
     @classmethod
     def parse(cls, text: str) -> "Constraint":
-        """``name<=x``, ``name>=x``, ``name in [a,b]``."""
+        """``name<=x``, ``name>=x``, ``name in [a,b]``; bounds must be finite numbers (NaN would disable the limit)."""
         t = text.replace(" ", "")
         m = re.fullmatch(r"([\w.:]+)in\[([^,\]]+),([^\]]+)\]", t)
-        try:
-            if m:
-                lo, hi = float(m.group(2)), float(m.group(3))
-                if lo > hi:
-                    raise ConfigError(f"constraint {text!r}: lower bound {lo} > upper bound {hi}")
-                return cls(m.group(1), lo, hi)
-            m = re.fullmatch(r"([\w.:]+)(<=|>=)(.+)", t)
-            if m:
-                v = float(m.group(3))
-                return cls(m.group(1), None, v) if m.group(2) == "<=" else cls(m.group(1), v, None)
-        except ValueError as e:
-            if "constraint" in str(e):
-                raise
-            raise ConfigError(f"constraint {text!r}: bound is not a number") from None
+        if m:
+            lo, hi = _bound(m.group(2), text), _bound(m.group(3), text)
+            if lo > hi:
+                raise ConfigError(f"constraint {text!r}: lower bound {lo} > upper bound {hi}")
+            return cls(m.group(1), lo, hi)
+        m = re.fullmatch(r"([\w.:]+)(<=|>=)(.+)", t)
+        if m:
+            v = _bound(m.group(3), text)
+            return cls(m.group(1), None, v) if m.group(2) == "<=" else cls(m.group(1), v, None)
         raise ConfigError(f"cannot parse constraint {text!r}; use 'name<=x', 'name>=x' or 'name in [a,b]'")

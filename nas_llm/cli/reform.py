@@ -11,7 +11,13 @@ from nas_llm.reform import DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, METHODS, re
 from nas_llm.run import Run
 
 
+EPILOG = """examples:
+  nas-llm reform runs/smollm2                       # ADMM-reform every Pareto member
+  nas-llm reform runs/smollm2 --method exact --ids knee,12
+"""
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog, p.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
     p.add_argument("run", help="run folder (runs/NAME) written by `nas-llm search`")
     p.add_argument("--method", choices=[m for m in METHODS if m != "none"], default="admm",
                    help="admm (the paper), exact (closed-form least squares) or bias (FLAP bias compensation); default admm")

@@ -6,7 +6,13 @@ import argparse
 from nas_llm.report import write_report
 
 
+EPILOG = """examples:
+  nas-llm report runs/smollm2                       # writes runs/smollm2/report.html
+  nas-llm report runs/smollm2 --pick 12 --out /tmp/front.html
+"""
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog, p.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
     p.add_argument("run", help="run folder (runs/NAME)")
     p.add_argument("--out", default=None, help="HTML file to write (default RUN/report.html)")
     p.add_argument("--pick", type=int, default=None,

@@ -8,7 +8,13 @@ from nas_llm.errors import ConfigError
 from nas_llm.select import select
 
 
+EPILOG = """examples:
+  nas-llm select runs/smollm2 --max-latency-ms 20   # best perplexity within 20 ms
+  nas-llm select runs/smollm2 --knee --json
+"""
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog, p.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
     p.add_argument("run", help="run folder (runs/NAME)")
     p.add_argument("--max-latency-ms", type=float, default=None, help="latency budget (ms)")
     p.add_argument("--max-params-ratio", type=float, default=None, help="decoder-parameter ratio budget (0..1)")

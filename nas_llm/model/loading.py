@@ -154,14 +154,30 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.flo
         raise FileNotFoundError(f"{p} is neither a model folder nor a .gguf file")
     else:
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
-            tok = AutoTokenizer.from_pretrained(str(name_or_path))
+            offline = not _hub_reachable()  # without network, transformers retries for ~30 s before it gives up
+            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype, local_files_only=offline)
+            tok = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=offline)
         except OSError as e:
-            raise OSError(
-                f"could not load {name_or_path!r} from the Hugging Face hub (no network, or no such model). "
-                f"Built-in offline models: {', '.join(BUILTIN_MODELS)}; or pass a local folder or .gguf file."
+            why = "this machine cannot reach huggingface.co and the model is not in the local HF cache" if offline \
+                else "no such model on the Hugging Face hub, or it needs a login"
+            raise ModelFileError(
+                f"could not load {name_or_path!r}: {why}. Built-in offline models: {', '.join(BUILTIN_MODELS)}; "
+                f"or pass a local folder or .gguf file."
             ) from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.eval()
     return model.to(device), tok
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """Whether the hub answers at all (a quick TCP connect); HF_HUB_OFFLINE=1 means no."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from nas_llm.errors import ConfigError
 from nas_llm.model.atomic import atomic_write_text
 from nas_llm.run import Run
 from search_spaces import Subnet
@@ -105,6 +106,9 @@ window.addEventListener('load', () => {
 def build_html(run: Run | str | Path, row_id: int | None = None) -> str:
     """The whole report page as a string (plotly.js embedded once)."""
     d = RunData(run)
+    if row_id is not None and row_id not in set(d.df["id"].astype(int)):
+        raise ConfigError(f"--pick {row_id}: no evaluation with that id in {d.run.table_file} "
+                          f"(ids {int(d.df['id'].min())}..{int(d.df['id'].max())}; front: {sorted(int(i) for i in d.df.loc[d.front, 'id'])})")
     evals = d.evals()
     figs = [("nasllm-front", front_figure(d)), ("nasllm-layers", layers_figure(d, row_id)),
             ("nasllm-hv", hypervolume_figure(d)), ("nasllm-parallel", parallel_figure(d))]
