@@ -393,3 +393,15 @@ def test_owl_allocation(setup):
     assert all(np.array_equal(a, w) for a, w in zip(b.ranking.neuron_order, wanda.ranking.neuron_order))
     flat = B.owl_wanda_sp(model, 0.7, stats, space, lam=0.0)  # no spread: exactly uniform Wanda-sp
     assert flat.subnet == wanda.subnet
+
+
+def test_faithful_flap_exports_and_reloads(setup, tmp_path):
+    """Granularity-1 widths and the compensation biases go through the same export as our subnets."""
+    from nas_llm.model.export import export, load_subnet
+
+    model, ids, _, space = setup
+    m = B.flap(model, 0.6, calib=ids, space=space).sliced(model)
+    export(m, tmp_path / "flap")
+    back = load_subnet(tmp_path / "flap")
+    with torch.no_grad():
+        torch.testing.assert_close(back(input_ids=ids, use_cache=False).logits, m(input_ids=ids, use_cache=False).logits)
