@@ -33,7 +33,7 @@ def groups(quality: dict) -> dict[str, dict]:
         if "plan" not in row:
             continue
         method, _, ratio = key.partition("@")
-        bias = row.get("reform") == "bias"
+        bias = row.get("reform") in ("bias", "bias-dense")  # FLAP's compensation biases (in-our-space and faithful)
         ident = json.dumps([row["subnet"], bias], sort_keys=True)
         g = out.setdefault(ident, {"methods": [], "ratio": float(ratio), "params_ratio": row["params_ratio"],
                                    "plan": row["plan"], "subnet": row["subnet"], "bias": bias})

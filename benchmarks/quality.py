@@ -4,18 +4,28 @@ One command; every row is cached in ``benchmarks/results/quality-PROTOCOL.json``
 is measured, so a re-run (e.g. after the search run appears) only computes the missing rows.
 Methods (all produce subnets of our space, so slicing/evaluation are the same code for all):
 
-    dense, magnitude, wanda-sp, wanda-sp+admm, flap (with its bias compensation), shortgpt,
+    dense, magnitude, wanda-sp, wanda-sp+admm, owl-wanda-sp (OWL's per-layer ratios), owl-wanda-sp+admm,
+    flap (as its authors' code runs it: neuron granularity 1, dense-mean bias compensation),
+    flap-ours (FLAP in our space: granularity 64, sequential bias compensation), shortgpt, sleb,
     ours (the front member of --run with the lowest calibration perplexity within one uniform
     granularity step of the ratio; the nearest member when none is that close), ours+admm
+
+Every baseline is a ``nas_llm.baselines.BASELINES`` entry (``--methods`` takes any of them, and
+``NAME+admm`` for our ADMM reformation instead of the method's own weight update).
+SLEB is the slow one: each removed block costs one calibration forward per remaining candidate
+(~300 forwards of the calibration set at 50% on SmolLM2's 30 layers, each from the candidate's
+block on); its greedy order is computed once per protocol and serves every ratio.
 
 --run takes one run for every ratio, or RATIO=RUN per ratio (a size-constrained search per ratio,
 e.g. ``nas-llm search --constraint "params_ratio in [0.785,0.815]" --no-layer-drop``).
 
 Protocols: ``main`` = calibration on wikitext2-valid, test ppl at seq 2048 over --windows windows
 of WikiText-2 and PTB test; ``flap`` = FLAP's paper protocol: calibration 64 x 128 tokens from
-wikitext2-valid, ppl at seq 128.
+wikitext2-valid, ppl at seq 128 over the first 256 windows of WikiText-2 test (64 windows of 128
+tokens are too few to separate methods within a few percent; ``--windows`` overrides).
 
-    flock /tmp/nasllm-heavy.lock python benchmarks/quality.py --methods dense magnitude wanda-sp flap shortgpt
+    flock /tmp/nasllm-heavy.lock python benchmarks/quality.py     # dense and every baseline (+admm rows)
+    flock /tmp/nasllm-heavy.lock python benchmarks/quality.py --protocol flap --methods dense flap flap-ours
     flock /tmp/nasllm-heavy.lock python benchmarks/quality.py --run runs/smollm2-demo --methods ours ours+admm
     flock /tmp/nasllm-heavy.lock python benchmarks/quality.py --zeroshot   # 80%: dense, flap, ours
     python benchmarks/quality.py --table-only                              # rewrite RESULTS.md from the cache
@@ -37,14 +47,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._results import RAW_DIR, header, machine, pack_plan, save_raw, write_section  # noqa: E402
 
-METHODS = ("dense", "magnitude", "wanda-sp", "wanda-sp+admm", "flap", "shortgpt", "ours", "ours+admm")
+METHODS = ("dense", "magnitude", "wanda-sp", "wanda-sp+admm", "owl-wanda-sp", "owl-wanda-sp+admm", "flap", "flap-ours",
+           "shortgpt", "sleb", "ours", "ours+admm")
 RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)
 PROTOCOLS = {
     # calibration samples x length, eval seq len, default windows per dataset, datasets
     "main": dict(calib_samples=32, calib_seq=256, seq_len=2048, windows=4, datasets=["wikitext2-test", "ptb-test"]),
-    "flap": dict(calib_samples=64, calib_seq=128, seq_len=128, windows=64, datasets=["wikitext2-test"]),
+    "flap": dict(calib_samples=64, calib_seq=128, seq_len=128, windows=256, datasets=["wikitext2-test"]),
 }
-ZS_METHODS = ("dense", "flap", "wanda-sp+admm", "ours", "ours+admm")
+ZS_METHODS = ("dense", "flap", "flap-ours", "wanda-sp+admm", "owl-wanda-sp+admm", "sleb", "ours", "ours+admm")
 ZS_RATIO = 0.8
 
 
@@ -69,6 +80,7 @@ class Cache:
             self.path.replace(self.path.with_suffix(".json.old"))
             data = {}
         self.data = data or {"settings": settings, "settings_key": settings_key(settings), "rows": {}}
+        rename_round1_flap(self.rows)
 
     @property
     def rows(self) -> dict[str, dict]:
@@ -78,6 +90,13 @@ class Cache:
         self.rows[key] = {**row, "plan": pack_plan(row["plan"])} if "plan" in row else row
         self.data["machine"] = machine()
         save_raw(self.name, self.data)
+
+
+def rename_round1_flap(rows: dict[str, dict]) -> None:
+    """Rows cached as ``flap`` before the faithful FLAP existed are the in-our-space variant: ``flap-ours``."""
+    for key in [k for k, v in rows.items() if k.partition("@")[0] == "flap" and v.get("variant") != "official"]:
+        rows.setdefault("flap-ours@" + key.partition("@")[2], rows[key])
+        del rows[key]
 
 
 # -- model preparation ------------------------------------------------------------------------------
@@ -161,13 +180,19 @@ def build(method: str, ratio: float, model, stats_fn, calib, space, run_dir: Pat
         ranking = importance_ranking(model, calib, imp, progress=False)
         info.update(run=str(run_dir), run_row=rid, importance=imp)
     else:
-        b = B.baseline(base, model, ratio, stats=None if base == "magnitude" else stats_fn(), space=space)
-        subnet, ranking = b.subnet, b.ranking
-        reform = reform or b.reform  # FLAP always comes with its bias compensation
-        info.update(b.info if base != "shortgpt" else {})
+        t0 = time.perf_counter()
+        stats = stats_fn() if B.traits(base)["needs"] == "stats" else None
+        b = B.baseline(base, model, ratio, stats=stats, space=space, calib=calib)
+        subnet, ranking, space = b.subnet, b.ranking, b.space  # FLAP (faithful) lives in a granularity-1 space
+        info.update({k: v for k, v in b.info.items() if k != "block_influence"}, select_s=round(time.perf_counter() - t0, 1))
     plan = ranking.resolve(subnet)
     t0 = time.perf_counter()
-    out = reform_model(model, plan, calib, reform, subnet) if reform else slice_model(model, plan, subnet=subnet)
+    if reform:  # NAME+admm: our reformation instead of the method's own update
+        out = reform_model(model, plan, calib, reform, subnet)
+    elif base == "ours":
+        out = slice_model(model, plan, subnet=subnet)
+    else:  # the method's own update (FLAP's bias compensation), or plain slicing
+        out, reform = b.sliced(model, calib), b.reform
     info.update(subnet=subnet.to_dict(), plan=plan.to_dict(), reform=reform, params_ratio=space.ratio(subnet),
                 summary=subnet.summary(), prepare_s=round(time.perf_counter() - t0, 1))
     return out, info
@@ -298,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", action="append", default=None, metavar="[RATIO=]RUN",
                    help="search run folder for 'ours' (runs/NAME), or RATIO=RUN for one ratio (repeatable)")
     p.add_argument("--zeroshot", action="store_true", help=f"zero-shot at {int(ZS_RATIO * 100)}%% for {', '.join(ZS_METHODS)}")
-    p.add_argument("--zeroshot-limit", type=int, default=200, help="items per zero-shot task (0 = all)")
+    p.add_argument("--zeroshot-limit", type=int, default=250, help="items per zero-shot task (0 = all)")
     p.add_argument("--zeroshot-methods", nargs="+", default=list(ZS_METHODS), choices=ZS_METHODS,
                    help="rows that get zero-shot (default: all of them)")
     p.add_argument("--export-dir", type=Path, default=None, help="also export every subnet here")
