@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import shlex
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
-from nas_llm.errors import ConfigError
+from nas_llm.errors import ConfigError, RunFolderError
 from nas_llm.model.atomic import atomic_write_text
-from nas_llm.model.export import SUBNET_FILE, ExportError, export, is_subnet_dir, load_subnet  # noqa: F401 (re-exported)
+from nas_llm.model.export import (SUBNET_FILE, ExportError, check_export_target, export, is_subnet_dir,  # noqa: F401
+                                  load_subnet)
 from nas_llm.run import EXPORTS_FILE, Run
 from nas_llm.select import Selection, label, pick
 
@@ -35,6 +37,7 @@ def build_model(run: Run, sel: Selection, model: nn.Module | None = None, tokeni
         if "model" not in settings:
             raise ConfigError(f"{run.settings_file} has no 'model'; cannot tell which model to slice")
         model, tokenizer = load_model(settings["model"])
+    run.check_model(model)
     subnet = Subnet.from_json(sel.row["subnet"])
     if settings.get("reform"):
         from nas_llm.reform import reform_for_run
@@ -109,8 +112,7 @@ def export_pick(run: Run | str | Path, spec: str | int, out: str | Path, overwri
     run = run if isinstance(run, Run) else Run(run)
     run.require()
     out = Path(out)
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not overwrite:  # fail before minutes of slicing/reforming
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    check_export_target(out, overwrite)  # fail before minutes of slicing/reforming; never replaces a non-export
     sel = pick(run, spec)
     command = command or f"nas-llm export {shlex.quote(str(run.path))} --pick {spec} --out {shlex.quote(str(out))}"
     sliced, tok, reformed = build_model(run, sel, model, tokenizer)
@@ -123,7 +125,12 @@ def export_pick(run: Run | str | Path, spec: str | int, out: str | Path, overwri
             "search_model": str(run.settings().get("model", ""))}
     card = model_card(run, sel, reformed, params, command)
     path = export(sliced, out, tok, overwrite=overwrite, extra_files={"README.md": card}, metadata=meta)
-    record_export(run, sel.id, path, reformed)
+    try:
+        with run.lock():
+            record_export(run, sel.id, path, reformed)
+    except RunFolderError as e:  # a search is writing the folder: the export itself is done and fine
+        warnings.warn(f"exported to {path}, but not recorded in {run.path / EXPORTS_FILE} ({e}); "
+                      f"`nas-llm report` will not list its evaluation", UserWarning)
     return path
 
 

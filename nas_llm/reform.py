@@ -79,6 +79,7 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
                command: str | None = None, ids: Sequence[int] | None = None) -> pd.DataFrame:
     """Reform the Pareto rows of ``run`` (only those in ``ids`` if given) with ``model`` (the run's dense
     model); returns the new table. Rows reformed earlier keep their values unless reformed again."""
+    run.check_model(model)
     settings = run.settings()
     df = run.table()
     if df.empty or "pareto" not in df.columns:

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from nas_llm.errors import ConfigError, RunFolderError
+from nas_llm.errors import ConfigError, ModelMismatchError, RunFolderError
 from nas_llm.model.atomic import atomic_path, atomic_write_text
 from search_spaces import Ranking, Subnet
 
@@ -117,6 +117,19 @@ class Run:
 
     def write_settings(self, settings: dict[str, Any]) -> None:
         atomic_write_text(self.settings_file, json.dumps(settings, indent=1, default=str))
+
+    def check_model(self, model: Any) -> None:
+        """Refuse a model whose weights are not the ones this run searched (``model_fingerprint`` in run.json)."""
+        from nas_llm.model.loading import model_fingerprint
+
+        want = self.settings().get("model_fingerprint") if self.exists() else None
+        if want is None:
+            return  # a run written before fingerprints existed
+        got = model_fingerprint(model)
+        if got != want:
+            raise ModelMismatchError(
+                f"the model found now ({self.settings().get('model', '?')}) is not the one {self.path} was searched on "
+                f"(weights fingerprint {got} vs {want}); pass the original model, or start a new search")
 
     def ranking(self) -> Ranking:
         return Ranking.load(self.ranking_file)

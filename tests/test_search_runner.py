@@ -266,3 +266,30 @@ def test_nothing_feasible_names_the_closest_point():
     assert not t["feasible"].any()
     best = int(t.loc[t["loss"].idxmin(), "id"])  # violation = loss + 1: the lowest loss is the closest
     assert f"nothing was feasible; the closest point is id {best} (loss=" in repr(res)
+
+
+def test_a_different_model_at_the_searched_path_is_refused(tmp_path, calib, monkeypatch):
+    """Issue 21 #2: run.json records the weights' fingerprint; resume, reform and export refuse other weights."""
+    from nas_llm.deploy import export_pick
+    from nas_llm.errors import ModelMismatchError
+    from nas_llm.reform import reform_run
+
+    d = _tiny_model_dir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cfg = make_config(tmp_path, calib, model="tiny-model")  # relative, as typed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        run_search(cfg)
+    settings = Run(cfg.out).settings()
+    assert Path(settings["model"]).is_absolute() and len(settings["model_fingerprint"]) == 16
+    other = tiny_model(seed=1)  # same shapes, other weights (another ./tiny-model)
+    other.save_pretrained(d)
+    before = (Path(cfg.out) / "run.json").read_text()
+    with pytest.raises(ModelMismatchError, match="not the one"):
+        run_search(replace(cfg, resume=True, evaluations=10))  # loads ./tiny-model: the other weights
+    assert (Path(cfg.out) / "run.json").read_text() == before
+    with pytest.raises(ModelMismatchError):
+        reform_run(Run(cfg.out), other, CharTokenizer(), "exact", n_samples=2, seq_len=16, progress=False)
+    with pytest.raises(ModelMismatchError):
+        export_pick(cfg.out, 0, tmp_path / "exp")
+    assert not (tmp_path / "exp").exists()

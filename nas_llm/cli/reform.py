@@ -55,8 +55,9 @@ def main(args: argparse.Namespace) -> int:
             else:
                 raise ConfigError(f"--ids: {part!r} is neither a row id nor 'knee'")
     model, tok = load_model(settings["model"], device=device)
-    df = reform_run(run, model, tok, args.method, args.n_samples, args.seq_len, args.source, args.seed, args.rho, args.iters,
-                    args.damp, args.batch_size, command="nas-llm reform " + " ".join(sys.argv[2:]), ids=ids)
+    with run.lock():  # reform rewrites the table: one writer per run folder
+        df = reform_run(run, model, tok, args.method, args.n_samples, args.seq_len, args.source, args.seed, args.rho, args.iters,
+                        args.damp, args.batch_size, command="nas-llm reform " + " ".join(sys.argv[2:]), ids=ids)
     done = df[df["reformed"]]
     objs = run_objectives(run.settings())
     quality = [n for n in (objs.of_kind("quality") if objs else []) if f"{n}_reformed" in df.columns]

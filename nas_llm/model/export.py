@@ -6,6 +6,7 @@ leaves a half-written model where the user asked for one.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from nas_llm.errors import NasLLMError
 from search_spaces import get_family
 
 from .atomic import atomic_dir
-from .slicing import layer_record, resize_layer
+from .slicing import layer_record, mark_nonstock, resize_layer, update_config
 
 SUBNET_FILE = "subnet.json"
 
@@ -25,8 +26,94 @@ class ExportError(NasLLMError, RuntimeError):
     """An export folder that cannot be written or read back."""
 
 
+class ExportTargetError(NasLLMError, FileExistsError):
+    """An export destination that must not be written or replaced."""
+
+
 def _is_nonempty_dir(p: Path) -> bool:
     return p.is_dir() and any(p.iterdir())
+
+
+def is_export_dir(path: str | Path) -> bool:
+    """A folder nas-llm exported: ``subnet.json`` beside a ``config.json`` (the marker ``--overwrite`` requires)."""
+    p = Path(path)
+    return (p / SUBNET_FILE).is_file() and (p / "config.json").is_file()
+
+
+def check_export_target(out_dir: str | Path, overwrite: bool) -> Path:
+    """The resolved export folder, or an error before any work: ``overwrite`` only ever replaces a previous
+    nas-llm export -- never a run folder, the current directory or one of its parents, a home, or any other folder."""
+    out = Path(out_dir).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ExportTargetError(f"{out} exists and is not a folder; choose another --out")
+    if not _is_nonempty_dir(out):
+        return out
+    if not overwrite:
+        raise ExportTargetError(f"{out} exists and is not empty; pass --overwrite (overwrite=True) to replace a previous "
+                                f"nas-llm export there, or choose another --out")
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if out == cwd or out in cwd.parents or out == home or out == Path(out.anchor):
+        raise ExportTargetError(f"--overwrite refuses {out}: it is the current directory, one of its parents or a home; "
+                                f"export into a new folder, e.g. --out {out / 'export'}")
+    if (out / "run.json").is_file():
+        raise ExportTargetError(f"--overwrite refuses {out}: it is a nas-llm run folder (run.json); export into another folder")
+    if not is_export_dir(out):
+        listing = ", ".join(sorted(q.name for q in out.iterdir())[:5])
+        raise ExportTargetError(f"--overwrite replaces only a previous nas-llm export (a folder with {SUBNET_FILE} and "
+                                f"config.json); {out} is not one (it holds {listing}...). Choose another --out")
+    return out
+
+
+def module_shapes(model: nn.Module) -> list[tuple[int, int, int]]:
+    """(query heads, KV heads, MLP neurons) of every decoder layer, read from its modules; inconsistent
+    projections (e.g. sliced by hand on one side only) are an error naming the layer and the projection."""
+    fam = get_family(model)
+    cfg = model.config
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    out = []
+    for i, layer in enumerate(fam.decoder_layers(model)):
+        a, m = fam.attn_linears(layer), fam.mlp_linears(layer)
+        q, kv, n = a["q"].out_features, a["k"].out_features, m["gate"].out_features
+        checks = {"q_proj rows": q % hd == 0, "k_proj rows": kv % hd == 0 and kv > 0, "v_proj rows": a["v"].out_features == kv,
+                  "o_proj columns": a["o"].in_features == q, "up_proj rows": m["up"].out_features == n,
+                  "down_proj columns": m["down"].in_features == n, "heads per KV group": kv and (q // hd) % (kv // hd) == 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ExportError(f"layer {i}: inconsistent shapes ({', '.join(bad)}: q {q}, k {kv}, v {a['v'].out_features}, "
+                              f"o in {a['o'].in_features}, gate {n}, up {m['up'].out_features}, down in {m['down'].in_features}, "
+                              f"head_dim {hd}); slice every coupled projection together (nas_llm.slice_model does)")
+        out.append((q // hd, kv // hd, n))
+    return out
+
+
+def sync_layer_record(model: nn.Module) -> None:
+    """Make ``config.nas_llm["layers"]`` describe the modules as they are, so the folder always reloads.
+
+    A model sliced by other means (by hand, another pruning tool) has no record or a stale one; the shapes
+    are read from the modules and the record is (re)written. A dense or stock-uniform model is left as it is.
+    """
+    fam = get_family(model)
+    cfg = model.config
+    shapes = module_shapes(model)
+    rec = layer_record(cfg)
+    if rec is not None and [(r["num_attention_heads"], r["num_key_value_heads"], r["intermediate_size"]) for r in rec] == shapes:
+        return
+    stock = (cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads, cfg.intermediate_size)
+    if rec is None and len(shapes) == cfg.num_hidden_layers and all(s == stock for s in shapes):
+        return
+    old = getattr(cfg, "nas_llm", None) or {}
+    dims = fam.dims(cfg)
+    dense = old.get("dense")
+    if dense:
+        dims = replace(dims, num_layers=dense["num_hidden_layers"], num_heads=dense["num_attention_heads"],
+                       num_kv_heads=dense["num_key_value_heads"], intermediate=dense["intermediate_size"])
+    src = [r["source_layer"] for r in rec] if rec is not None and len(rec) == len(shapes) else list(range(len(shapes)))
+    layers = [{"source_layer": s, "num_attention_heads": h, "num_key_value_heads": kv, "intermediate_size": n}
+              for s, (h, kv, n) in zip(src, shapes)]
+    extra = {k: v for k, v in old.items() if k not in ("format", "dense", "layers")}
+    update_config(cfg, fam, dims, layers, {**extra, "layers_from_modules": True})
+    if old.get("nonstock"):
+        mark_nonstock(cfg)
 
 
 def export(model: nn.Module, out_dir: str | Path, tokenizer: Any = None, overwrite: bool = False,
@@ -36,11 +123,8 @@ def export(model: nn.Module, out_dir: str | Path, tokenizer: Any = None, overwri
     ``extra_files``: name -> text written beside the weights (model card, ...).
     ``metadata``: merged into ``subnet.json`` (objective values, command, ...).
     """
-    out = Path(out_dir).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if _is_nonempty_dir(out) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
+    out = check_export_target(out_dir, overwrite)
+    sync_layer_record(model)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:

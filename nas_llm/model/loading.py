@@ -181,3 +181,19 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def model_fingerprint(model: Any, samples: int = 64) -> str:
+    """A short hash of a model's weights: every parameter's name and shape plus ``samples`` evenly spaced values.
+
+    Recorded in run.json by a search and compared by resume, reform and export, so a different model found
+    at the same (or a relative) path is refused instead of silently shipping other weights with the run's numbers.
+    """
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // samples)
+            h.update(f"{name}:{tuple(p.shape)}:".encode())
+            h.update(flat[::step][:samples].to(device="cpu", dtype=torch.float32).numpy().tobytes())
+    return h.hexdigest()[:16]

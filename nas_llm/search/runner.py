@@ -103,6 +103,7 @@ def build_problem(config: SearchConfig, run: Run, model: Any = None, tokenizer: 
     torch.manual_seed(config.seed)
     if model is None:
         model, tokenizer = load_model(config.model)
+    run.check_model(model)  # resume/join: the weights must be the ones searched, before anything is written
     calib = calibration_batch(tokenizer, config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed)
     space = SubnetSpace.from_model(model, granularity=config.granularity, allow_layer_drop=config.allow_layer_drop)
     run.path.mkdir(parents=True, exist_ok=True)
@@ -115,8 +116,10 @@ def build_problem(config: SearchConfig, run: Run, model: Any = None, tokenizer: 
 
 def _settings(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[str, Any]:
     """run.json: a resumed run keeps what other commands recorded (reform, created) and gets the config anew."""
+    from nas_llm.model.loading import model_fingerprint
+
     old = run.settings() if run.exists() else {}
-    settings = {**old, **config.to_json(), **sp.describe(),
+    settings = {**old, **config.to_json(), **sp.describe(), "model_fingerprint": model_fingerprint(sp.ctx.model),
                 "created": old.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     ratios = seed_ratios(sp.constraints)
     if ratios is not None:
