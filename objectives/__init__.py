@@ -4,7 +4,8 @@ from .base import (KINDS, OBJECTIVES, Constraint, Context, FunctionObjective, Ob
 from .params import KVCacheBytes, Params, ParamsRatio, WeightBytes
 from search_spaces.registry import Registry, import_path
 from .latency import Latency, LatencyResult, measure_interleaved, measure_latency
-from .perplexity import Perplexity, ReformedPerplexity, perplexity_of
+from .perplexity import Perplexity, perplexity_of
+from .reformed import ReformedPerplexity
 from .predictors import (PREDICTORS, LatencyLUT, LatencyPredictor, LatencyRoofline, PredictedLatency, cached_measurement,
                          checked_predict, get_predictor)
 from .lut import LookupTablePredictor

@@ -13,24 +13,31 @@ The cache holds ``num_layers x N x L x hidden`` floats at most; ``cache_mb`` bou
 every k-th boundary only (the few dense layers between a boundary and the change are re-run).
 ``fast=False`` is the naive reference: the masked dense model on all layers.
 
-:class:`ReformedPerplexity` (``perplexity_reformed``) scores the same way after a least-squares refit of
-the cut maps, so a search ranks subnets by what reformation will make of them.
+:class:`~objectives.reformed.ReformedPerplexity` (``perplexity_reformed``) scores the same way after a
+least-squares refit of the cut maps, so a search ranks subnets by what reformation will make of them.
+
+Two more savings, both settings of the objective: the LM head runs in chunks of ``head_chunk`` tokens
+(``nas_llm.model.metrics.head_row_nll``: no ``[rows, L, vocab]`` logits), and ``screen_dtype="bfloat16"``
+scores the *screening* fidelities (``at_fidelity(f < 1)``) under ``torch.autocast`` -- full fidelity is
+always float32, and a bfloat16 batch is never reused for a float32 value.
 """
 from __future__ import annotations
 
 import copy
 import math
 import os
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from nas_llm.errors import ConfigError
-from nas_llm.model.slicing import INPUT_CUT_ROLES, layer_cuts
+from nas_llm.model.metrics import DEFAULT_HEAD_CHUNK, row_nll
 from nas_llm.model.swap import plan_swapped
 from search_spaces import Plan, Subnet, get_family
+
+SCREEN_DTYPES = ("float32", "bfloat16")
 
 from .base import OBJECTIVES, Context, Objective
 
@@ -42,11 +49,11 @@ def perplexity_of(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 4
     return perplexity(model, input_ids, batch_size)
 
 
-def _row_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Summed next-token NLL per row, float64."""
-    b, L = ids.shape
-    nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none")
-    return nll.view(b, L - 1).double().sum(1)
+def autocast_for(dtype: str, device: torch.device) -> AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` ("bfloat16"), or nothing for "float32"."""
+    if dtype == "float32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, dtype))
 
 
 def first_changed_layer(subnet: Subnet, dense: Subnet) -> int:
@@ -60,7 +67,8 @@ def first_changed_layer(subnet: Subnet, dense: Subnet) -> int:
 class PrefixCache:
     """Dense hidden states at every ``stride``-th layer boundary, and the dense per-row NLL."""
 
-    def __init__(self, model: nn.Module, ids: torch.Tensor, batch_size: int, cache_mb: float):
+    def __init__(self, model: nn.Module, ids: torch.Tensor, batch_size: int, cache_mb: float,
+                 head_chunk: int = DEFAULT_HEAD_CHUNK):
         fam = get_family(model)
         layers = fam.decoder_layers(model)
         L = len(layers)
@@ -85,7 +93,7 @@ class PrefixCache:
             with torch.no_grad():
                 for s in range(0, ids.shape[0], batch_size):
                     x = ids[s : s + batch_size].to(dev)
-                    rows.append(_row_nll(model(input_ids=x, use_cache=False).logits, x).cpu())
+                    rows.append(row_nll(model, x, head_chunk).cpu())
                     for b in self.boundaries:
                         self.states[b].append(captured.pop(b))
         finally:
@@ -93,7 +101,7 @@ class PrefixCache:
                 h.remove()
         self.dense_nll = torch.cat(rows)
         self.bytes = per * len(self.boundaries)
-        self.batch_nll: dict[tuple, float] = {}  # (subnet key, first row, rows) -> summed NLL, see Perplexity.score
+        self.batch_nll: dict[tuple, float] = {}  # (subnet key, first row, rows, dtype) -> summed NLL, see Perplexity.score
 
     def start_for(self, first: int) -> int:
         """The last cached boundary at or before layer ``first``."""
@@ -112,29 +120,54 @@ class Perplexity(Objective):
 
     def __init__(self, source: str | os.PathLike = "wikitext2-valid", n_samples: int = 16, seq_len: int = 256,
                  seed: int = 0, batch_size: int = 8, fast: bool = True, cache_mb: float = 512.0,
-                 fidelity: float = 1.0):
+                 fidelity: float = 1.0, head_chunk: int = DEFAULT_HEAD_CHUNK, screen_dtype: str = "float32"):
         if n_samples < 1 or seq_len < 2:
             raise ConfigError(f"n_samples must be >= 1 and seq_len >= 2, got n_samples={n_samples}, seq_len={seq_len}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 < fidelity <= 1:
             raise ConfigError(f"fidelity must be in (0, 1], got {fidelity}")
+        if screen_dtype not in SCREEN_DTYPES:
+            raise ConfigError(f"screen_dtype {screen_dtype!r} is not one of {', '.join(SCREEN_DTYPES)}")
+        if not isinstance(head_chunk, int) or head_chunk < 0:
+            raise ConfigError(f"head_chunk must be a whole number >= 0 (0: the plain head), got {head_chunk!r}")
         from nas_llm.model.data import resolve_source
 
         resolve_source(source)  # a missing file fails here, with the accepted forms in the message
         self.source, self.n_samples, self.seq_len, self.seed = str(source), n_samples, seq_len, seed
         self.batch_size, self.fast, self.cache_mb, self.fidelity = batch_size, fast, cache_mb, fidelity
+        self.head_chunk, self.screen_dtype = head_chunk, screen_dtype
         self.last: dict[str, Any] = {}
 
     @property
     def rows(self) -> int:
         return max(1, round(self.fidelity * self.n_samples))
 
+    compute_dtype: str | None = None  # set by with_windows(dtype=...): overrides the fidelity's dtype
+
+    @property
+    def dtype(self) -> str:
+        """The compute dtype: ``screen_dtype`` below full fidelity, float32 at full (unless ``with_windows`` said)."""
+        return self.compute_dtype or (self.screen_dtype if self.fidelity < 1 else "float32")
+
     def at_fidelity(self, fidelity: float) -> "Perplexity":
         if not 0 < fidelity <= 1:
             raise ConfigError(f"fidelity must be in (0, 1], got {fidelity}")
         new = copy.copy(self)
         new.fidelity, new.last = fidelity, {}
+        return new
+
+    def with_windows(self, n_samples: int, seq_len: int, dtype: str | None = None) -> "Perplexity":
+        """The same objective on ``n_samples`` windows of ``seq_len`` tokens drawn with its seed, at full
+        fidelity, computed in ``dtype`` (default float32); its own windows and prefix cache (a reformed
+        objective shares its refit caches)."""
+        if n_samples < 1 or seq_len < 2:
+            raise ConfigError(f"n_samples must be >= 1 and seq_len >= 2, got n_samples={n_samples}, seq_len={seq_len}")
+        if dtype is not None and dtype not in SCREEN_DTYPES:
+            raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(SCREEN_DTYPES)}")
+        new = copy.copy(self)
+        new.n_samples, new.seq_len, new.fidelity, new.last, new.compute_dtype = n_samples, seq_len, 1.0, {}, dtype
+        new.batch_size = min(self.batch_size, n_samples)
         return new
 
     def _key(self, ctx: Context) -> tuple:
@@ -149,9 +182,9 @@ class Perplexity(Objective):
         return ctx.cache[k]
 
     def prefix_cache(self, ctx: Context) -> PrefixCache:
-        k = self._key(ctx) + ("prefix", self.batch_size, self.cache_mb)
+        k = self._key(ctx) + ("prefix", self.batch_size, self.cache_mb, self.head_chunk)
         if k not in ctx.cache:
-            ctx.cache[k] = PrefixCache(ctx.model, self.ids(ctx), self.batch_size, self.cache_mb)
+            ctx.cache[k] = PrefixCache(ctx.model, self.ids(ctx), self.batch_size, self.cache_mb, self.head_chunk)
         return ctx.cache[k]
 
     def setup(self, ctx: Context) -> None:
@@ -169,13 +202,15 @@ class Perplexity(Objective):
 
         ids = self.ids(ctx)[: self.rows]
         with ctx.masked(subnet) as m:
-            total, count = nll_sum(m, ids, self.batch_size)
+            total, count = nll_sum(m, ids, self.batch_size, self.head_chunk)
         return math.exp(total / count)
 
     def score_model(self, model: nn.Module, ctx: Context) -> float:
         """Perplexity of a built model (e.g. reformed) on this objective's own windows, so its value
         compares with the search's."""
-        return perplexity_of(model, self.ids(ctx)[: self.rows], self.batch_size)
+        from nas_llm.model.metrics import perplexity
+
+        return perplexity(model, self.ids(ctx)[: self.rows], self.batch_size, self.head_chunk)
 
     def score(self, subnet: Subnet, ctx: Context) -> float:
         if not self.fast:
@@ -200,150 +235,24 @@ class Perplexity(Objective):
         inject: dict = {}
         total, reused = 0.0, 0
         weights = self.weights_for(plan, first, ctx)
-        with torch.no_grad(), plan_swapped(ctx.model, plan, first, weights, start, inject):
+        with torch.no_grad(), plan_swapped(ctx.model, plan, first, weights, start, inject), autocast_for(self.dtype, dev):
             for bi, s in enumerate(range(0, ids.shape[0], self.batch_size)):
                 x = ids[s : s + self.batch_size].to(dev)
-                mk = (key, s, x.shape[0])
+                mk = (key, s, x.shape[0], self.dtype)  # a bfloat16 screening batch never stands in for float32
                 if mk in memo:
                     total, reused = total + memo[mk], reused + x.shape[0]
                     continue
                 inject["h"] = pc.states[start][bi][: x.shape[0]]
-                memo[mk] = float(_row_nll(ctx.model(input_ids=x, use_cache=False).logits, x).sum())
+                memo[mk] = float(row_nll(ctx.model, x, self.head_chunk).sum())
                 total += memo[mk]
         self.last["reused_windows"] = reused
         return math.exp(total / count)
 
 
-def dense_grams(model: nn.Module, ids: torch.Tensor, batch_size: int = 8, progress: bool = False) -> dict[tuple[int, str], torch.Tensor]:
-    """``H = X X^T`` (float64) of the dense model's input to every layer's ``o_proj`` (``"o"``) and
-    ``down_proj`` (``"down"``): the maps whose *input* channels a subnet cuts, i.e. the ones reformation refits.
-    One dense pass of ``nas_llm.model.importance.collect_stats`` (which always records these two Grams)."""
-    from nas_llm.model.importance import collect_stats
+def __getattr__(name: str) -> Any:
+    """``ReformedPerplexity`` and ``dense_grams`` moved to :mod:`objectives.reformed` (old imports keep working)."""
+    if name in ("ReformedPerplexity", "dense_grams"):
+        from . import reformed
 
-    stats = collect_stats(model, ids, batch_size=batch_size, hessian=False, progress=progress)
-    return {(i, role): st.H[role] for i, st in enumerate(stats) for role in ("o", "down")}
-
-
-def _refit_map(model: nn.Module, layer: int, role: str) -> nn.Linear:
-    """The ``o_proj`` (``role="o"``) or ``down_proj`` (``"down"``) of decoder layer ``layer``."""
-    fam = get_family(model)
-    return fam.linears(fam.decoder_layers(model)[layer])[role]
-
-
-@OBJECTIVES.register("perplexity_reformed", kind="quality", log_scale=True)
-class ReformedPerplexity(Perplexity):
-    """Calibration perplexity *after* least-squares reformation of the cut maps (minimize).
-
-    Why: reformation repairs width cuts far more than it repairs layer drops or badly allocated
-    widths, so ranking subnets by their *un-reformed* perplexity picks ones that lose once reformed
-    (measured on SmolLM2: the search's 80% pick beat uniform Wanda-sp before reformation and lost to it
-    after). Here each kept ``o_proj``/``down_proj`` with cut inputs gets the exact least-squares weights
-    ``W'_K = W Hd[:, K] Hd[K, K]^-1`` (``nas_llm.model.solvers.closed_form``) with ``H = X X^T`` of the *dense*
-    model's inputs on the reformation windows -- the final reformation minus its sequential part, so
-    a map's reformed weights depend only on its own kept channels and are cached per
-    (layer, map, kept channels): the optimiser proposes the same per-layer widths again and again.
-
-    The reformation windows (``reform_*``; give the ones the final ``reform`` will use) must differ
-    from the scored windows (``seed``): in-sample scores would reward cutting more.
-    """
-
-    name = "perplexity_reformed"
-
-    def __init__(self, source: str | os.PathLike = "wikitext2-valid", n_samples: int = 16, seq_len: int = 256,
-                 seed: int = 1, batch_size: int = 8, fast: bool = True, cache_mb: float = 512.0, fidelity: float = 1.0,
-                 reform_samples: int = 32, reform_seq_len: int = 256, reform_seed: int = 0, damp: float | None = None,
-                 weight_cache_mb: float = 1024.0):
-        super().__init__(source, n_samples, seq_len, seed, batch_size, fast, cache_mb, fidelity)
-        if reform_samples < 1 or reform_seq_len < 2:
-            raise ConfigError(f"reform_samples must be >= 1 and reform_seq_len >= 2, got {reform_samples}, {reform_seq_len}")
-        if (reform_samples, reform_seq_len, reform_seed) == (n_samples, seq_len, seed):
-            raise ConfigError("the scored windows equal the reformation windows (same samples, length and seed); "
-                             "give the perplexity a different seed, e.g. seed=reform_seed + 1")
-        from nas_llm.model.solvers import DEFAULT_DAMP
-
-        self.reform_samples, self.reform_seq_len, self.reform_seed = reform_samples, reform_seq_len, reform_seed
-        self.damp = DEFAULT_DAMP if damp is None else float(damp)
-        if self.damp <= 0:
-            raise ConfigError(f"damp must be > 0, got {self.damp}")
-        self.weight_cache_mb = weight_cache_mb
-
-    def _key(self, ctx: Context) -> tuple:
-        return super()._key(ctx) + (self.reform_samples, self.reform_seq_len, self.reform_seed, self.damp)
-
-    def grams(self, ctx: Context) -> dict[tuple[int, str], torch.Tensor]:
-        from nas_llm.model.data import calibration_batch
-
-        k = ("dense_grams", id(ctx.model), self.source, self.reform_samples, self.reform_seq_len, self.reform_seed)
-        if k not in ctx.cache:
-            ids = calibration_batch(ctx.tokenizer, self.source, self.reform_samples, self.reform_seq_len, self.reform_seed)
-            ctx.cache[k] = dense_grams(ctx.model, ids, self.batch_size, progress=ctx.progress)
-        return ctx.cache[k]
-
-    def _weights(self, ctx: Context) -> "_WeightCache":
-        k = self._key(ctx) + ("weights", self.weight_cache_mb)
-        if k not in ctx.cache:
-            ctx.cache[k] = _WeightCache(self.weight_cache_mb)
-        return ctx.cache[k]
-
-    def setup(self, ctx: Context) -> None:
-        self.grams(ctx)
-        super().setup(ctx)
-
-    def reformed(self, ctx: Context, layer: int, role: str, kept: list[int]) -> torch.Tensor:
-        """Reformed weight of one map, already cut to ``kept`` columns (cached)."""
-        from nas_llm.model.solvers import closed_form
-
-        cache = self._weights(ctx)
-        key = (layer, role, tuple(kept))
-        w = cache.get(key)
-        if w is None:
-            W = _refit_map(ctx.model, layer, role).weight.detach()
-            idx = torch.as_tensor(kept, device=W.device)
-            w = closed_form(W, self.grams(ctx)[(layer, role)], kept, damp=self.damp).index_select(1, idx).contiguous()
-            cache.put(key, w)
-        return w
-
-    def weights_for(self, plan: Plan, first: int, ctx: Context) -> dict:
-        dims = get_family(ctx.model).dims(ctx.model)
-        out: dict = {}
-        for i, lp in enumerate(plan.layers):
-            if i < first or not lp.keep:
-                continue
-            for role, cut in layer_cuts(lp, dims).items():
-                if role in INPUT_CUT_ROLES:
-                    out[(i, role)] = self.reformed(ctx, i, role, cut.cols)
-        return out
-
-    def naive(self, subnet: Subnet, ctx: Context) -> float:
-        """The reference: a physically sliced copy with the reformed weights written in, all layers."""
-        from nas_llm.model.metrics import nll_sum
-
-        plan = ctx.plan(subnet)
-        small = ctx.sliced(subnet)
-        kept_layers = [i for i, lp in enumerate(plan.layers) if lp.keep]
-        for (i, role), w in self.weights_for(plan, 0, ctx).items():
-            _refit_map(small, kept_layers.index(i), role).weight.data.copy_(w)
-        total, count = nll_sum(small, self.ids(ctx)[: self.rows], self.batch_size)
-        return math.exp(total / count)
-
-
-class _WeightCache:
-    """Least-recently-used tensors under a byte budget."""
-
-    def __init__(self, budget_mb: float):
-        from collections import OrderedDict
-
-        self.budget, self.bytes, self.items = budget_mb * 2**20, 0, OrderedDict()
-
-    def get(self, key):
-        w = self.items.get(key)
-        if w is not None:
-            self.items.move_to_end(key)
-        return w
-
-    def put(self, key, w: torch.Tensor) -> None:
-        self.items[key] = w
-        self.bytes += w.numel() * w.element_size()
-        while self.bytes > self.budget and len(self.items) > 1:
-            _, old = self.items.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
+        return getattr(reformed, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,9 @@ ARGV = ["--out", "runs/x", "--model", "some-hub/model", "--driver", "optuna", "-
         "--granularity", "32", "--no-layer-drop", "--calibration", "ptb-valid", "--calib-samples", "4",
         "--calib-seq-len", "64", "--calib-seed", "2", "--allow-test-calibration", "--ppl-samples", "5",
         "--ppl-seq-len", "48", "--importance", "wanda", "--screen", "0.5", "--rescore-fronts", "2",
-        "--no-rescore-baselines", "--init", "random", "--ref-point=-1.5,0.25,7", "--reform", "exact", "--no-progress"]
+        "--no-rescore-baselines", "--init", "random", "--ref-point=-1.5,0.25,7", "--reform", "exact", "--no-progress",
+        "--halving", "3", "--screen-dtype", "float32", "--head-chunk", "64", "--no-alloc", "--sens-samples", "2",
+        "--sens-seq-len", "32", "--sens-points", "2", "--threads", "1"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -110,9 +112,44 @@ def test_legacy_run_json_is_read():
               "study_name": "nas-llm", "reference_point": None}
     c = SearchConfig.from_json(legacy, out="r")
     now = SearchConfig(out="r", calib_samples=16, importance="wanda", constraints=["params_ratio in [0.7,0.9]"], seed=1,
-                       ppl_seq_len=512, algorithm="nsga2", evaluations=400)
+                       ppl_seq_len=512, algorithm="nsga2", evaluations=400, **BEFORE)
     assert c.diff(now) == []
     assert c.diff(replace(now, ppl_seq_len=256)) == ["--ppl-seq-len 512 (run) vs 256 (now)"]
+
+
+# what a search did before issue 18's settings existed: no halving, float32 screening, the full LM head, no alloc seeds
+BEFORE = dict(halving=0, screen_dtype="float32", head_chunk=0, alloc=False)
+
+
+def test_runs_from_before_the_speed_settings_resume_only_with_their_behaviour():
+    """A run.json without the issue-18 keys was searched without them: resuming it with today's defaults is a
+    numbers change the diff names, flag by flag; with the old behaviour spelled out it resumes."""
+    stored = SearchConfig(out="r").to_json()
+    for k in BEFORE:
+        del stored["search"][k]
+    c = SearchConfig.from_json(stored, out="r")
+    assert {k: getattr(c, k) for k in BEFORE} == BEFORE
+    assert [d.split()[0] for d in c.diff(SearchConfig(out="r"))] == ["--halving", "--screen-dtype", "--head-chunk", "--no-alloc"]
+    assert c.diff(SearchConfig(out="r", **BEFORE)) == []
+
+
+def test_speed_settings_reach_run_json_the_objectives_and_the_resume_check():
+    c = SearchConfig(out="r", halving=4, screen_dtype="float32", head_chunk=128, sens_samples=2, sens_seq_len=64,
+                     sens_points=2, threads=1)
+    back = SearchConfig.from_json(json.loads(json.dumps(c.to_json())), out="r")
+    assert back == c
+    args = c.objective_args()["perplexity_reformed"]
+    assert (args["head_chunk"], args["screen_dtype"]) == (128, "float32")
+    d = [x.split()[0] for x in c.diff(replace(c, halving=8, screen_dtype="bfloat16", head_chunk=0, alloc=False,
+                                                sens_samples=4, sens_seq_len=256, sens_points=1, threads=2))]
+    assert d == ["--halving", "--screen-dtype", "--head-chunk", "--no-alloc", "--sens-samples", "--sens-seq-len", "--sens-points"]
+
+
+def test_screen_dtypes_match_the_objective():
+    from objectives.perplexity import SCREEN_DTYPES
+    from nas_llm.search.config import SCREEN_DTYPES as CONFIG_DTYPES
+
+    assert CONFIG_DTYPES == SCREEN_DTYPES
 
 
 # -- validation ----------------------------------------------------------------------------------------
@@ -136,6 +173,10 @@ def test_legacy_run_json_is_read():
     ({"objectives": ["params_ratio", "params_ratio"]}, r"listed twice"),
     ({"algorithm": "nsga4"}, r"--algorithm 'nsga4' is not one of auto, nsga2, nsga3"),
     ({"join_timeout": -1.0}, r"--join-timeout must be a number >= 0"),
+    ({"halving": 1}, r"--halving 1 would promote every row"),
+    ({"screen_dtype": "float16"}, r"--screen-dtype 'float16' is not one of float32, bfloat16"),
+    ({"head_chunk": -1}, r"--head-chunk must be a number >= 0"),
+    ({"sens_samples": 0}, r"--sens-samples must be a number >= 1"),
 ])
 def test_validate_refuses(kw, match):
     with pytest.raises(ConfigError, match=match):

@@ -97,6 +97,11 @@ def collect_stats(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 4
     return stats
 
 
+def refit_grams(stats: list[LayerStats]) -> dict[tuple[int, str], torch.Tensor]:
+    """The ``o``/``down`` input Grams of ``stats`` keyed ``(layer, role)``: the maps reformation refits."""
+    return {(i, role): st.H[role] for i, st in enumerate(stats) for role in ("o", "down")}
+
+
 def hinv_diag(H: torch.Tensor, damp: float = DEFAULT_DAMP) -> torch.Tensor:
     """diag((2H + damp*mean(diag 2H) I)^-1), the OBS denominator; damping makes rank-deficient H invertible."""
     H2 = 2 * H
@@ -188,14 +193,24 @@ def fingerprint(model: nn.Module, input_ids: torch.Tensor, method: str, damp: fl
 
 
 def importance_ranking(model: nn.Module, input_ids: torch.Tensor, method: str = "obs", cache_dir: str | Path | None = None,
-                       batch_size: int = 4, damp: float = DEFAULT_DAMP, progress: bool = True) -> Ranking:
-    """The ranking for ``method``, read from ``cache_dir`` when this model+data+method was seen before."""
+                       batch_size: int = 4, damp: float = DEFAULT_DAMP, progress: bool = True,
+                       grams: dict | None = None) -> Ranking:
+    """The ranking for ``method``, read from ``cache_dir`` when this model+data+method was seen before.
+
+    ``grams``: when a dense pass runs, it receives that pass's ``o``/``down`` input Grams keyed
+    ``(layer, role)`` (what ``perplexity_reformed`` refits with: a search then needs one dense pass, not two).
+    """
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"ranking-{method}-{fingerprint(model, input_ids, method, damp)}.json"
         if path.is_file():
             return Ranking.load(path)
-    ranking = compute_scores(model, input_ids, method, batch_size, damp, progress).ranking()
+    if method not in METHODS:
+        raise ConfigError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
+    stats = collect_stats(model, input_ids, batch_size, hessian=method == "obs", progress=progress)
+    if grams is not None:
+        grams.update(refit_grams(stats))
+    ranking = scores_from_stats(model, stats, method, damp).ranking()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         ranking.save(path)

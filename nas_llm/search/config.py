@@ -26,7 +26,10 @@ SAMPLERS = ("nsga2", "tpe", "gp", "random")
 INITS = ("importance", "random")
 IMPORTANCE = ("obs", "magnitude", "wanda", "flap")  # == nas_llm.model.importance.METHODS (tested)
 REFORM_METHODS = ("admm", "exact", "bias")
+SCREEN_DTYPES = ("float32", "bfloat16")  # == objectives.perplexity.SCREEN_DTYPES (tested)
 TEST_SPLITS = ("wikitext2-test", "ptb-test")  # bundled evaluation splits: never calibrate (or search) on them
+# what a run.json written before a setting existed was searched with (not today's default)
+_BEFORE = {"halving": 0, "screen_dtype": "float32", "head_chunk": 0, "alloc": False}
 # settings that matter for one driver only (a resume with another --sampler under pymoo changes nothing)
 _ONLY_FOR = {"algorithm": "pymoo", "sampler": "optuna", "storage": "optuna", "study_name": "optuna"}
 
@@ -78,7 +81,20 @@ class SearchConfig:
     ppl_seq_len: int = _opt(256, "perplexity objective: tokens per window", lo=2)
     importance: str = _opt("obs", "importance ranking", choices=IMPORTANCE)
     screen: float = _opt(0.25, "screening fidelity in (0, 1] (1 = off): score all at this fraction, re-score near the front")
-    rescore_fronts: int = _opt(1, "how many non-dominated fronts to re-score at full fidelity", lo=0)
+    rescore_fronts: int = _opt(1, "without --halving: how many non-dominated fronts to re-score at full fidelity", lo=0)
+    halving: int = _opt(8, "successive halving: after each generation the best 1/ETA of the rows at each fidelity "
+                           "(--screen, --screen x ETA, ..., 1) move up one; 0: re-score --rescore-fronts fronts instead",
+                        lo=0, metavar="ETA")
+    screen_dtype: str = _opt("bfloat16", "dtype of the scores below full fidelity (full fidelity is always float32)",
+                             choices=SCREEN_DTYPES)
+    head_chunk: int = _opt(256, "perplexity objectives: tokens per LM-head chunk (0: the full logits at once)", lo=0)
+    alloc: bool = _opt(True, "no allocation seeds (first generation: per-layer sensitivity + knapsack DP)",
+                       flag="--no-alloc")
+    sens_samples: int = _opt(4, "allocation seeds: windows of the per-layer sensitivity measurement", lo=1)
+    sens_seq_len: int = _opt(256, "allocation seeds: tokens per sensitivity window", lo=2)
+    sens_points: int = _opt(1, "allocation seeds: measured widths (and KV-group counts) per layer; the refit error "
+                               "prices the others", lo=1)
+    threads: int = _opt(0, "torch threads (0: the cores the load average leaves free, at least 1)", numbers=False, lo=0)
     rescore_baselines: bool = _opt(True, "do not re-score the dense model and uniform baselines at full fidelity at the end",
                                    flag="--no-rescore-baselines", numbers=False)
     init: str = _opt("importance", "first generation", choices=INITS)
@@ -155,7 +171,7 @@ class SearchConfig:
         """The config a run folder was searched with (``out``: where that folder is now)."""
         s = settings["search"] if "search" in settings else _legacy(settings)
         known = {f.name for f in fields(cls)} - {"out"}
-        return cls(out=str(out), **{k: v for k, v in s.items() if k in known})
+        return cls(out=str(out), **{**_BEFORE, **{k: v for k, v in s.items() if k in known}})
 
     def diff(self, other: "SearchConfig") -> list[str]:
         """Every setting that changes a number and differs: ``--flag RUN (run) vs OTHER (now)``."""
@@ -174,7 +190,8 @@ class SearchConfig:
         # batches of the screening size: a full-fidelity re-score then reuses the screened windows' NLL
         screen_rows = max(1, round(self.ppl_samples * self.screen)) if 0 < self.screen < 1 else 8
         ppl = {"source": self.calibration, "n_samples": self.ppl_samples, "seq_len": self.ppl_seq_len,
-               "seed": self.calib_seed, "batch_size": min(screen_rows, self.ppl_samples)}
+               "seed": self.calib_seed, "batch_size": min(screen_rows, self.ppl_samples), "head_chunk": self.head_chunk,
+               "screen_dtype": self.screen_dtype}
         # reformed perplexity: reform on the run's calibration windows (what `reform` and the benchmarks refit on),
         # score on other windows (seed + 1), or the score would reward cutting more
         reformed = {**ppl, "seed": self.calib_seed + 1, "reform_samples": self.calib_samples,
@@ -202,6 +219,8 @@ class SearchConfig:
                 raise ConfigError(f"{_flag(f)} {v!r} is not one of {', '.join(m['choices'])}")
         if not (isinstance(self.screen, (int, float)) and 0 < self.screen <= 1):
             raise ConfigError(f"--screen must be in (0, 1] (1 = no screening), got {self.screen!r}")
+        if self.halving == 1:
+            raise ConfigError("--halving 1 would promote every row; give ETA >= 2 (e.g. 8) or 0 (re-score the front)")
         if self.ref_point is not None and (len(self.ref_point) != len(self.objectives)
                                            or not all(math.isfinite(v) for v in self.ref_point)):
             raise ConfigError(f"--ref-point needs {len(self.objectives)} finite values (one per objective), got {self.ref_point}")
@@ -349,4 +368,4 @@ def _constraint_text(c: dict | str) -> str:
 
 
 __all__ = ["SearchConfig", "add_arguments", "DEFAULT_OBJECTIVES", "ALGORITHMS", "SAMPLERS", "INITS", "IMPORTANCE",
-           "REFORM_METHODS", "TEST_SPLITS"]
+           "REFORM_METHODS", "SCREEN_DTYPES", "TEST_SPLITS"]

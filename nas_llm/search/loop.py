@@ -7,7 +7,8 @@ The loop::
     start(driver)   open the journal (resume: reload it and the checkpoint), set the objectives up,
                     let the driver build its algorithm / study
     search()        until the budget is met: ask -> score (cached, journaled) -> tell; after each
-                    generation re-score near the front, write table/front/checkpoint (checkpointed drivers)
+                    generation promote by successive halving (or re-score near the front), write
+                    table/front/checkpoint (checkpointed drivers)
     finish()        take the driver's final rows, re-score the baselines and the front, write the run folder
 
 Drivers are registered in :data:`DRIVERS` (``--driver NAME``; ``pkg.mod:Class`` works too).
@@ -24,6 +25,7 @@ from nas_llm.run import Run
 from search_spaces import Subnet
 from search_spaces.registry import Registry
 
+from .halving import successive_halving
 from .journal import Journal
 from .problem import SearchProblem
 from .result import SearchResult, first_generation_reference
@@ -226,7 +228,9 @@ class SearchLoop:
     def _write_generation(self) -> SearchResult:
         """Re-score near the front, fix the reference point (first time), write table/front/history."""
         sp = self.sp
-        if self.rescore_fronts > 0:
+        if sp.halving:
+            successive_halving(sp, sp.halving)
+        elif self.rescore_fronts > 0:
             sp.rescore(sp.near_front(sp.rows(), self.rescore_fronts))
         rows = sp.rows()
         if self.ref is None and rows:

@@ -171,7 +171,8 @@ def prepare_study(sp: SearchProblem, storage: str | None, run_dir: str | Path | 
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             store.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
     if not exists and init == "importance":
-        members = initial_population(sp.space, sp.ctx.ranking, pop_size, seed, **({"ratios": ratios} if ratios else {}))
+        members = initial_population(sp.space, sp.ctx.ranking, pop_size, seed, extra=sp.extra_seeds,
+                                     **({"ratios": ratios} if ratios else {}))
         if budget is not None:
             warn_seeds_over_budget(len(members), budget)
         for s, src in members:

@@ -100,14 +100,26 @@ def seed_ratios(constraints) -> tuple[float, ...] | None:
 
 
 def initial_population(space: SubnetSpace, ranking: Ranking, size: int, seed: int = 0,
-                       ratios: Sequence[float] = DEFAULT_RATIOS, random_fraction: float = 0.0) -> list[tuple[Subnet, str]]:
-    """``size`` distinct subnets: the seeds (all of them, even beyond ``size``), then mutations of them
-    (and a ``random_fraction`` of uniform random subnets for diversity)."""
+                       ratios: Sequence[float] = DEFAULT_RATIOS, random_fraction: float = 0.0,
+                       extra: Sequence[tuple[Subnet, str]] = ()) -> list[tuple[Subnet, str]]:
+    """``size`` distinct subnets: the seeds (all of them, even beyond ``size``), the ``extra`` seeds (e.g.
+    allocation seeds, tag ``alloc``) and half as many mutations of them (tag ``alloc-mut``), then mutations
+    of all seeds (and a ``random_fraction`` of uniform random subnets for diversity)."""
     if size < 1:
         raise ConfigError(f"population size must be >= 1, got {size}")
     rng = np.random.default_rng(seed)
     pop = seeds(space, ranking, ratios)
     seen = {s.key() for s, _ in pop}
+    added = [(s, src) for s, src in extra if s.key() not in seen and not seen.add(s.key())]
+    pop += added
+    tries, n_mut = 0, len(pop) + (len(added) + 1) // 2
+    while added and len(pop) < n_mut and tries < 100 * n_mut:
+        tries += 1
+        parent, src = added[int(rng.integers(len(added)))]
+        s = mutate(space, parent, rng)
+        if s.key() not in seen:
+            seen.add(s.key())
+            pop.append((s, f"{src}-mut"))
     n_random = int(round(random_fraction * max(0, size - len(pop))))
     tries = 0
     base = [s for s, _ in pop]

@@ -11,7 +11,9 @@ infeasible, worst values for the optimiser) instead of aborting the search.
 
 Multi-fidelity: when ``screen_fidelity`` is set, objectives whose ``at_fidelity(f)`` differs
 from themselves are first scored cheaply (column ``NAME@f``, which the optimiser sees);
-:meth:`rescore` adds the full-fidelity value (column ``NAME``) for points near the front.
+:meth:`promote` scores rows at a higher rung (``NAME@f2``; full fidelity: column ``NAME``), either for
+points near the front (:meth:`rescore`) or by successive halving (``halving=eta``,
+:mod:`nas_llm.search.halving`). Column ``NAME`` always holds the highest fidelity measured, ``fidelity`` which.
 """
 from __future__ import annotations
 
@@ -47,6 +49,14 @@ def _fmt_fid(f: float) -> str:
     return f"{f:g}"
 
 
+def _missing(v: Any) -> bool:
+    """A value not measured: absent, None (a journal's NaN) or NaN."""
+    try:
+        return v is None or math.isnan(float(v))
+    except (TypeError, ValueError):
+        return True
+
+
 def _non_finite(v: Any) -> bool:
     try:
         return not math.isfinite(float(v))
@@ -65,7 +75,8 @@ class SearchProblem:
     """
 
     def __init__(self, ctx: Context, objectives: Sequence[Any], constraints: Sequence[Any] = (),
-                 screen_fidelity: float | None = None, worker: str | int = 0, journal: str | Path | None = None):
+                 screen_fidelity: float | None = None, worker: str | int = 0, journal: str | Path | None = None,
+                 halving: int = 0):
         if objectives is None or len(objectives) == 0:
             raise ConfigError("no objectives given; name at least one, e.g. --objectives perplexity,latency_lut")
         self.ctx = ctx
@@ -89,12 +100,20 @@ class SearchProblem:
         if screen_fidelity is not None and not 0 < screen_fidelity <= 1:
             raise ConfigError(f"screen fidelity must be in (0, 1], got {screen_fidelity}")
         self.screen_fidelity = None if screen_fidelity in (None, 1, 1.0) else float(screen_fidelity)
-        self._screen: dict[str, Objective] = {}
-        if self.screen_fidelity is not None:
-            for o in self.objectives:
-                low = o.at_fidelity(self.screen_fidelity)
+        from .halving import ladder
+
+        self.halving = int(halving)
+        self.rungs = ladder(self.screen_fidelity, self.halving) if self.halving else \
+            ([self.screen_fidelity, 1.0] if self.screen_fidelity is not None else [1.0])
+        # objectives scored below full fidelity, per rung; the first rung is the screening
+        self._at: dict[float, dict[str, Objective]] = {f: {} for f in self.rungs[:-1]}
+        for o in self.objectives:
+            for f in self.rungs[:-1]:
+                low = o.at_fidelity(f)
                 if low is not o:
-                    self._screen[o.name] = low
+                    self._at[f][o.name] = low
+        self._screen: dict[str, Objective] = self._at[self.rungs[0]] if len(self.rungs) > 1 else {}
+        self.extra_seeds: list[tuple[Subnet, str]] = []  # e.g. allocation seeds for the first generation
         self._log = np.array([o.traits.log_scale for o in self.objectives])
         self.worker = str(worker)
         self.cache: dict[str, dict] = {}
@@ -106,7 +125,11 @@ class SearchProblem:
 
     # -- columns -----------------------------------------------------------------------------
     def screen_column(self, name: str) -> str:
-        return f"{name}@{_fmt_fid(self.screen_fidelity)}" if name in self._screen else name
+        return self.rung_column(name, self.rungs[0])
+
+    def rung_column(self, name: str, fidelity: float) -> str:
+        """The column of ``name``'s value at ``fidelity`` (``NAME@f``; ``NAME`` at full fidelity or when not screened)."""
+        return f"{name}@{_fmt_fid(fidelity)}" if fidelity < 1 and name in self._screen else name
 
     @property
     def search_columns(self) -> list[str]:
@@ -134,7 +157,7 @@ class SearchProblem:
         """Set up every objective once and check that each constraint can be met at all."""
         if self._setup_done:
             return
-        for o in [*self.objectives, *self._screen.values(), *self._constraint_obj.values()]:
+        for o in [*self.objectives, *(o for at in self._at.values() for o in at.values()), *self._constraint_obj.values()]:
             o.setup(self.ctx)
         for c in self.constraints:
             obj = self._objective_for(c.objective)
@@ -246,13 +269,23 @@ class SearchProblem:
         return [c.violation(float(row[c.objective])) for c in self.constraints]
 
     def search_values(self, row: dict) -> np.ndarray:
-        """The row's objective vector as the optimiser sees it (minimisation form)."""
+        """The row's objective vector as the optimiser sees it (minimisation form): first-rung values."""
+        return self.values_at(row, self.rungs[0])
+
+    def values_at(self, row: dict, fidelity: float) -> np.ndarray:
+        """The row's objective vector at rung ``fidelity`` (minimisation form, log-scaled where the trait says)."""
         if self.failed(row):
             return np.full(len(self.names), FAILED)
-        v = np.array([float(row[c]) for c in self.search_columns])
+        v = np.array([float(row[self.rung_column(n, fidelity)]) for n in self.names])
         if self._log.any():
             v[self._log] = np.log(np.maximum(v[self._log], 1e-300))
         return v * self.signs()
+
+    def has_value_at(self, row: dict, fidelity: float) -> bool:
+        """Whether every objective of ``row`` was measured at rung ``fidelity``."""
+        if float(row.get("fidelity", 1.0)) < fidelity - 1e-12:
+            return False
+        return all(not _missing(row.get(self.rung_column(n, fidelity))) for n in self.names)
 
     def objective_values(self, row: dict) -> tuple[float, ...]:
         """The row's search values in the objectives' own directions (what Optuna is told)."""
@@ -261,19 +294,24 @@ class SearchProblem:
         return tuple(float(row[c]) for c in self.search_columns)
 
     def rescore(self, rows: Iterable[dict]) -> int:
-        """Score ``rows`` at full fidelity where only the screening value exists. Returns how many."""
+        """Score ``rows`` at full fidelity where only a lower-fidelity value exists. Returns how many."""
+        return self.promote(rows, 1.0)
+
+    def promote(self, rows: Iterable[dict], fidelity: float) -> int:
+        """Score ``rows`` at rung ``fidelity`` where only lower-fidelity values exist. Returns how many."""
         n = 0
         for row in rows:
-            if row.get("fidelity", 1.0) >= 1.0 or not self._screen or self.failed(row):
+            if float(row.get("fidelity", 1.0)) >= fidelity or not self._screen or self.failed(row):
                 continue
             subnet = Subnet.from_json(row["subnet"])
             t0 = time.perf_counter()
             try:
                 for name in self._screen:
-                    row[name] = self._timed(name, self._objective_for(name), subnet)
+                    obj = self._objective_for(name) if fidelity >= 1 else self._at[fidelity][name]
+                    row[self.rung_column(name, fidelity)] = row[name] = self._timed(name, obj, subnet)
             except CandidateFailed as e:
                 self._fail(row, str(e))
-            row["fidelity"] = 1.0
+            row["fidelity"] = 1.0 if self.failed(row) else float(fidelity)
             row["time_s"] = float(row.get("time_s", 0.0)) + time.perf_counter() - t0
             self._feasibility(row)
             self.cache[row["key"]] = row
@@ -331,6 +369,7 @@ class SearchProblem:
             "objectives": [describe_objective(o) for o in self.objectives],
             "constraints": [{"objective": c.objective, "lo": c.lo, "hi": c.hi} for c in self.constraints],
             "screen_fidelity": self.screen_fidelity,
+            "rungs": self.rungs if self.halving else None,
             "search_columns": self.search_columns,
         }
 

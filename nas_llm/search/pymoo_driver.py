@@ -141,7 +141,7 @@ class PymooDriver(Driver):
 
             return IntegerRandomSampling()
         sp = loop.sp
-        members = initial_population(sp.space, sp.ctx.ranking, self.pop_size, self.seed,
+        members = initial_population(sp.space, sp.ctx.ranking, self.pop_size, self.seed, extra=sp.extra_seeds,
                                      **({"ratios": self.ratios} if self.ratios else {}))
         warn_seeds_over_budget(len(members), loop.evaluations - len(sp.cache))
         self.sources = {s.key(): src for s, src in members}

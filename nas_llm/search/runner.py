@@ -56,10 +56,12 @@ def run_search(config: SearchConfig, *, model: Any = None, tokenizer: Any = None
     """
     config.validate()
     run = Run(config.out)
+    threads = set_threads(config.threads)
     with search_lock(config):
         check_run_folder(config, run)
         sp = build_problem(config, run, model, tokenizer)
-        settings = _settings(config, sp, run)
+        alloc = allocation_seeds(config, sp, run)
+        settings = {**_settings(config, sp, run), "threads": threads, **({"alloc": alloc} if alloc else {})}
         if not config.join:
             sp.ctx.ranking.save(run.ranking_file)
             run.write_settings(settings)
@@ -96,7 +98,8 @@ def build_problem(config: SearchConfig, run: Run, model: Any = None, tokenizer: 
     from nas_llm.model.data import calibration_batch
     from nas_llm.model.importance import importance_ranking
     from nas_llm.model.loading import load_model
-    from objectives import Context
+    from objectives import Context, ReformedPerplexity
+    from objectives.reformed import gram_key
     from search_spaces import SubnetSpace
 
     objectives = make_objectives(config)
@@ -107,11 +110,67 @@ def build_problem(config: SearchConfig, run: Run, model: Any = None, tokenizer: 
     calib = calibration_batch(tokenizer, config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed)
     space = SubnetSpace.from_model(model, granularity=config.granularity, allow_layer_drop=config.allow_layer_drop)
     run.path.mkdir(parents=True, exist_ok=True)
-    ranking = importance_ranking(model, calib, method=config.importance, cache_dir=run.path / "cache", progress=config.progress)
+    grams: dict = {}
+    ranking = importance_ranking(model, calib, method=config.importance, cache_dir=run.path / "cache", progress=config.progress,
+                                 grams=grams)
     ctx = Context(model, tokenizer, space, ranking, progress=config.progress)
     ctx.cache.update(calibration=calib, calibration_source=config.calibration)
+    if grams and any(isinstance(o, ReformedPerplexity) for o in objectives):
+        # the ranking's dense pass ran on the reformation windows (objective_args): the refit needs no second one
+        ctx.cache[gram_key(model, config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed)] = grams
     return SearchProblem(ctx, objectives, config.constraints, screen_fidelity=None if config.screen >= 1 else config.screen,
-                         worker=config.worker_id)
+                         worker=config.worker_id, halving=config.halving)
+
+
+def set_threads(threads: int) -> int:
+    """``torch.set_num_threads``: ``threads``, or (0) the cores the 1-minute load average leaves free, at least 1.
+
+    Two OpenMP threads on cores another job keeps busy run slower than one, so "auto" counts busy cores.
+    """
+    import torch
+
+    if threads <= 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, min(cores, cores - round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else cores))
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
+def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[str, Any] | None:
+    """Sensitivity-based allocation seeds for the first generation (``sp.extra_seeds``, tag ``alloc``).
+
+    The table is measured with the search's first perplexity objective on its own short windows and
+    cached in ``RUN/sensitivity.json`` (reused on resume when the settings match). Returns what
+    run.json records, or None when there are no seeds (``--no-alloc``, random init, a joining worker,
+    no perplexity objective).
+    """
+    from objectives import Perplexity
+
+    from .allocation import alloc_seeds
+    from .population import DEFAULT_RATIOS, seed_ratios
+    from .sensitivity import SENSITIVITY_FILE, load_or_measure
+
+    obj = next((o for o in sp.objectives if isinstance(o, Perplexity)), None)
+    if not config.alloc or config.init != "importance" or config.join or obj is None:
+        return None
+    sp.setup()
+    probe = obj.with_windows(config.sens_samples, config.sens_seq_len, dtype=config.screen_dtype)
+    from nas_llm.model.loading import model_fingerprint
+
+    keyed = {"model_fingerprint": model_fingerprint(sp.ctx.model), "objective": obj.name,
+             "objective_args": config.objective_args().get(obj.name), "importance": config.importance,
+             "calibration": [config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed],
+             "granularity": config.granularity, "windows": [config.sens_samples, config.sens_seq_len],
+             "dtype": config.screen_dtype, "points": config.sens_points}
+    sens = load_or_measure(run.path, probe, sp.ctx, config.sens_points, keyed)
+    ratios = list(seed_ratios(sp.constraints) or DEFAULT_RATIOS)
+    lo, hi = min(ratios), max(ratios)
+    # also the uniform MLP subnets' own sizes inside the band: allocations at exactly the baseline's params
+    ratios += [sp.space.ratio(u) for u in {sp.space.uniform_at_ratio(r, "mlp") for r in ratios} if lo <= sp.space.ratio(u) <= hi]
+    made = alloc_seeds(sp.space, sens.table(sp.space), sorted(set(ratios)), floor=lo if seed_ratios(sp.constraints) else None)
+    sp.extra_seeds = [(s, "alloc") for s, _ in made]
+    return {"seeds": len(made), "sensitivity_s": sens.seconds, "file": SENSITIVITY_FILE,
+            "made": [{"key": s.key(), **info} for s, info in made]}
 
 
 def _settings(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[str, Any]:
@@ -164,4 +223,4 @@ def spawn_workers(config: SearchConfig) -> list[subprocess.Popen]:
 
 
 __all__ = ["run_search", "build_problem", "make_objectives", "check_run_folder", "search_lock", "spawn_workers",
-           "WorkerFailedError"]
+           "set_threads", "allocation_seeds", "WorkerFailedError"]

@@ -1,0 +1,158 @@
+"""What cutting one layer costs: measured once per run, cached in ``RUN/sensitivity.json``, priced per width.
+
+For every layer and a few widths (``points`` MLP widths and KV-group counts, evenly spaced in the cut
+fraction) the search's perplexity objective scores the dense model with *only that layer* cut, on a
+few short windows of its own text (``n_samples x seq_len``; prefix reuse makes a late layer cheap).
+The cost is the increase of log perplexity. Between and beyond the measured widths the cost follows
+the layer's own refit error (``PrefixFactor.errors``: exact for every width from one product), so one
+or two forwards per layer price all of its widths; an objective without a refit interpolates in the
+cut fraction instead. :func:`nas_llm.search.allocation.allocate` turns the table into subnets.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas_llm.errors import ConfigError
+from nas_llm.model.atomic import atomic_write_json
+from search_spaces import Subnet, SubnetSpace
+from search_spaces.plan import head_channels
+
+from .allocation import CostTable
+
+SENSITIVITY_FILE = "sensitivity.json"
+
+
+@dataclass
+class Sensitivity:
+    """Measured single-layer costs (``[layer][point]``) and per-width error curves (``[layer][choice]``)."""
+
+    settings: dict[str, Any]
+    mlp_widths: list[int]
+    kv_counts: list[int]
+    mlp_cost: list[list[float]]
+    attn_cost: list[list[float]]
+    mlp_error: list[list[float]]  # per space.neuron_choices, 0 at the dense width
+    attn_error: list[list[float]]  # per KV-group count 1..G, 0 at G
+    seconds: float = 0.0
+
+    def table(self, space: SubnetSpace) -> CostTable:
+        """Cost of every choice of every layer (interpolated along the error curves)."""
+        widths, G = space.neuron_choices, space.dims.num_kv_heads
+        mlp = _price(self.mlp_cost, [[self.mlp_error[i][widths.index(w)] for w in self.mlp_widths]
+                                     for i in range(len(self.mlp_cost))], self.mlp_error)
+        if G > 1:
+            attn = _price(self.attn_cost, [[self.attn_error[i][g - 1] for g in self.kv_counts]
+                                           for i in range(len(self.attn_cost))], self.attn_error)
+        else:
+            attn = [[0.0] for _ in self.mlp_cost]
+        return CostTable(attn, mlp).check(space)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Sensitivity":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def _price(cost: list[list[float]], at: list[list[float]], curve: list[list[float]]) -> list[list[float]]:
+    """Per layer: measured ``cost`` at errors ``at``, extended to every error of ``curve`` (0 cost at 0 error).
+
+    Costs are made non-decreasing in the error and floored at 1% of the median positive measurement,
+    so a noisy measurement never makes a cut look free.
+    """
+    pos = [c for row in cost for c in row if c > 0]
+    floor = 0.01 * float(np.median(pos)) if pos else 1e-6
+    out = []
+    for c, x, xs in zip(cost, at, curve):
+        order = np.argsort(x)
+        x_m = np.asarray(x, dtype=float)[order]
+        y_m = np.maximum.accumulate(np.maximum(np.asarray(c, dtype=float)[order], floor))
+        X, Y = np.concatenate([[0.0], x_m]), np.concatenate([[0.0], y_m])
+        xs = np.asarray(xs, dtype=float)
+        slope = Y[-1] / X[-1] if X[-1] > 0 else 0.0
+        y = np.where(xs <= X[-1], np.interp(xs, X, Y), xs * slope)
+        out.append([float(v) for v in y])
+    return out
+
+
+def probe_points(space: SubnetSpace, points: int) -> tuple[list[int], list[int]]:
+    """The measured widths and KV-group counts: ``points`` cut fractions evenly spaced in (0, 1)."""
+    if points < 1:
+        raise ConfigError(f"sensitivity points must be >= 1, got {points}")
+    widths, G = space.neuron_choices, space.dims.num_kv_heads
+    fr = [j / (points + 1) for j in range(1, points + 1)]
+    mlp = sorted({min(widths[:-1], key=lambda w: abs(w - widths[-1] * (1 - f))) for f in fr}, reverse=True) \
+        if len(widths) > 1 else []
+    kv = sorted({int(min(G - 1, max(1, round(G * (1 - f))))) for f in fr}, reverse=True) if G > 1 else []
+    return mlp, kv
+
+
+def _one_layer(space: SubnetSpace, i: int, **change: int) -> Subnet:
+    dense = space.dense().layers
+    return Subnet(tuple(replace(c, **change) if j == i else c for j, c in enumerate(dense)))
+
+
+def error_curves(objective: Any, ctx: Any) -> tuple[list[list[float]], list[list[float]]]:
+    """Per layer, the refit error of every width and KV-group count (the objective's ``factors``), or the
+    cut fraction when it has none."""
+    space = ctx.space
+    d, widths = space.dims, space.neuron_choices
+    if not hasattr(objective, "factors"):
+        return ([[1 - w / widths[-1] for w in widths] for _ in range(d.num_layers)],
+                [[1 - g / d.num_kv_heads for g in range(1, d.num_kv_heads + 1)] for _ in range(d.num_layers)])
+    from objectives.reformed import refit_map
+
+    f = objective.factors(ctx)
+    per_group = len(head_channels([0], d))
+    mlp, attn = [], []
+    for i in range(d.num_layers):
+        mlp.append(f[(i, "down")].errors(refit_map(ctx.model, i, "down").weight, list(widths)))
+        attn.append(f[(i, "o")].errors(refit_map(ctx.model, i, "o").weight, [g * per_group for g in range(1, d.num_kv_heads + 1)]))
+    return mlp, attn
+
+
+def measure(objective: Any, ctx: Any, points: int = 1, settings: dict | None = None) -> Sensitivity:
+    """Score every single-layer cut of :func:`probe_points` with ``objective`` (already on its probe windows)."""
+    from tqdm.auto import tqdm
+
+    space = ctx.space
+    t0 = time.perf_counter()
+    objective.setup(ctx)
+    base = math.log(objective.score(space.dense(), ctx))
+    widths, kvs = probe_points(space, points)
+    L = space.num_layers
+    jobs = [(i, "neurons", w) for i in range(L) for w in widths] + [(i, "kv_groups", g) for i in range(L) for g in kvs]
+    cost: dict[tuple[int, str, int], float] = {}
+    for i, what, v in tqdm(jobs, desc="layer sensitivity", disable=not ctx.progress, leave=False):
+        cost[(i, what, v)] = math.log(objective.score(_one_layer(space, i, **{what: v}), ctx)) - base
+    mlp_err, attn_err = error_curves(objective, ctx)
+    return Sensitivity(settings or {}, widths, kvs, [[cost[(i, "neurons", w)] for w in widths] for i in range(L)],
+                       [[cost[(i, "kv_groups", g)] for g in kvs] for i in range(L)], mlp_err, attn_err,
+                       round(time.perf_counter() - t0, 2))
+
+
+def load_or_measure(run_dir: str | Path | None, objective: Any, ctx: Any, points: int, settings: dict) -> Sensitivity:
+    """The run folder's table when it was measured with ``settings``; else measure and write it (atomic)."""
+    path = None if run_dir is None else Path(run_dir) / SENSITIVITY_FILE
+    if path is not None and path.is_file():
+        try:
+            old = Sensitivity.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError):
+            old = None
+        if old is not None and old.settings == json.loads(json.dumps(settings)):
+            return old
+    sens = measure(objective, ctx, points, settings)
+    if path is not None:
+        atomic_write_json(path, sens.to_json())
+    return sens
+
+
+__all__ = ["Sensitivity", "SENSITIVITY_FILE", "measure", "load_or_measure", "probe_points", "error_curves"]
