@@ -146,3 +146,63 @@ def test_dense_gram_progress_bar_follows_the_context(text_file, capfd, progress)
     err = capfd.readouterr().err
     assert ("calibration statistics" in err) == progress, err[-300:]
 
+
+
+# -- issue 18: cheaper evaluation, same answer -----------------------------------------------------------
+def test_prefix_factor_refit_equals_closed_form():
+    """One Cholesky factor in importance order gives closed_form's answer for every prefix (one triangular solve)
+    and for any other kept set; its error curve is the refit's reconstruction error (Schur complement)."""
+    from nas_llm.model.solvers import PrefixFactor, _prepare, reconstruction_error
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 24, dtype=torch.float64, generator=g) * torch.linspace(0.1, 3.0, 24, dtype=torch.float64)
+    X[:, 5] = X[:, 7]  # a duplicated channel: H is rank-deficient, the damping keeps it solvable
+    H, W = X.T @ X, torch.randn(6, 24, dtype=torch.float64, generator=g)
+    order = torch.randperm(24, generator=g).tolist()
+    f = PrefixFactor(H, order, damp=0.01)
+    for kept in [order[:1], order[:10], order[:23], order, [0, 3, 5, 7, 20], order[2:12]]:
+        ref = closed_form(W, H, kept, damp=0.01)[:, sorted(kept)]
+        torch.testing.assert_close(f.refit(W, kept), ref, rtol=1e-9, atol=1e-9)
+    _, Hn, _ = _prepare(W, H, [])
+    A = Hn + 0.01 * torch.eye(24, dtype=torch.float64)
+    sizes = [0, 4, 12, 24]
+    for k, e in zip(sizes, f.errors(W, sizes)):
+        assert e == pytest.approx(reconstruction_error(closed_form(W, H, order[:k], damp=0.01), W, A), rel=1e-9, abs=1e-12)
+    with pytest.raises(ValueError, match="permutation"):
+        PrefixFactor(H, order[:-1])
+
+
+def test_bfloat16_screening_never_stands_in_for_the_float32_value(text_file):
+    """A screening score in bfloat16 is close to float32 but differs; the full-fidelity score after it is
+    bit-identical to a float32-only objective's (no bfloat16 batch is reused)."""
+    c = make_ctx()
+    kw = dict(n_samples=4, seq_len=20, batch_size=1, reform_samples=6, reform_seq_len=24)
+    bf, f32 = ReformedPerplexity(text_file, screen_dtype="bfloat16", **kw), ReformedPerplexity(text_file, **kw)
+    s = c.space.uniform(neurons=c.space.neuron_choices[1])
+    low_bf, low_f32 = bf.at_fidelity(0.5).score(s, c), f32.at_fidelity(0.5).score(s, c)
+    assert low_bf != low_f32 and low_bf == pytest.approx(low_f32, rel=0.05)
+    full_after_bf = bf.score(s, c)
+    c2 = make_ctx()
+    assert full_after_bf == ReformedPerplexity(text_file, **kw).score(s, c2)
+    assert bf.at_fidelity(0.5).dtype == "bfloat16" and bf.dtype == "float32"
+
+
+def test_one_dense_gram_pass_per_search(tmp_path, text_file, monkeypatch):
+    """The importance ranking's dense pass hands its Grams to perplexity_reformed: one pass, not two."""
+    import nas_llm.model.importance as imp
+    from nas_llm.search import SearchConfig, run_search
+    from test_perplexity import CharTokenizer
+    from tiny import tiny_model
+
+    calls = []
+    real = imp.collect_stats
+    monkeypatch.setattr(imp, "collect_stats", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = SearchConfig(out=str(tmp_path / "r"), objectives=["perplexity_reformed", "params_ratio"], evaluations=6, pop_size=4,
+                       granularity=32, calibration=str(text_file), calib_samples=4, calib_seq_len=16, ppl_samples=2,
+                       ppl_seq_len=16, importance="wanda", progress=False, alloc=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        run_search(cfg, model=tiny_model(), tokenizer=CharTokenizer())
+    assert len(calls) == 1

@@ -22,7 +22,7 @@ ARGV = ["--out", "runs/x", "--model", "some-hub/model", "--driver", "optuna", "-
         "--ppl-seq-len", "48", "--importance", "wanda", "--screen", "0.5", "--rescore-fronts", "2",
         "--no-rescore-baselines", "--init", "random", "--ref-point=-1.5,0.25,7", "--reform", "exact", "--no-progress",
         "--halving", "3", "--screen-dtype", "float32", "--head-chunk", "64", "--no-alloc", "--sens-samples", "2",
-        "--sens-seq-len", "32", "--sens-points", "2", "--threads", "1"]
+        "--sens-seq-len", "32", "--sens-points", "3", "--threads", "1"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -141,7 +141,7 @@ def test_speed_settings_reach_run_json_the_objectives_and_the_resume_check():
     args = c.objective_args()["perplexity_reformed"]
     assert (args["head_chunk"], args["screen_dtype"]) == (128, "float32")
     d = [x.split()[0] for x in c.diff(replace(c, halving=8, screen_dtype="bfloat16", head_chunk=0, alloc=False,
-                                                sens_samples=4, sens_seq_len=256, sens_points=1, threads=2))]
+                                                sens_samples=4, sens_seq_len=256, sens_points=3, threads=2))]
     assert d == ["--halving", "--screen-dtype", "--head-chunk", "--no-alloc", "--sens-samples", "--sens-seq-len", "--sens-points"]
 
 
@@ -233,3 +233,14 @@ def test_help_ends_with_real_examples(command, capsys):
     if command == "search":  # real commands: they parse and validate
         for ex in examples:
             parse(shlex.split(ex)[2:]).validate()
+
+
+def test_demo_searches_the_reformation_aware_objective_inside_a_band():
+    from nas_llm.cli.demo import add_arguments as demo_arguments, demo_config
+
+    p = argparse.ArgumentParser()
+    demo_arguments(p)
+    c = demo_config(p.parse_args([]), "runs/demo").validate()
+    assert c.objectives == ["perplexity_reformed", "params_ratio"] and c.importance == "wanda"
+    assert c.constraints == ["params_ratio in [0.82,0.85]"] and c.alloc and c.halving >= 2
+    assert parse(shlex.split(c.command())[2:]) == c  # the demo's search is a plain `nas-llm search` command

@@ -293,3 +293,20 @@ def test_a_different_model_at_the_searched_path_is_refused(tmp_path, calib, monk
     with pytest.raises(ModelMismatchError):
         export_pick(cfg.out, 0, tmp_path / "exp")
     assert not (tmp_path / "exp").exists()
+
+
+def test_torch_threads_are_set_for_the_search_and_restored(tmp_path, calib):
+    import json
+
+    import torch
+
+    from nas_llm.search.runner import free_cores, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert 1 <= free_cores() <= (len(__import__("os").sched_getaffinity(0)))
+    search(make_config(tmp_path, calib, threads=1))
+    s = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert s["threads"] == 1 and s["setup_s"] >= 0 and torch.get_num_threads() == before

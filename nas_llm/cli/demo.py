@@ -1,7 +1,9 @@
 """``nas-llm demo``: the quick start on the embedded SmolLM2-135M, end to end in a few minutes on a CPU.
 
-importance ranking (WikiText-2 valid) -> small importance-initialised NSGA-II search (calibration
-perplexity vs predicted latency) -> ADMM reformation of the knee -> export -> reload with stock
+importance ranking (Wanda-sp, WikiText-2 valid) -> small NSGA-II search inside a size band just below the
+budget, ranking candidates by what reformation will make of them (``perplexity_reformed``), first generation
+seeded with uniform Wanda-sp subnets and per-layer sensitivity allocations, successive halving over the
+calibration windows -> ADMM reformation of the best point within the budget -> export -> reload with stock
 transformers classes -> WikiText-2 test perplexity of dense vs the exported subnet.
 ``--no-search`` slices a fixed ~80% subnet instead of searching.
 """
@@ -21,7 +23,7 @@ EPILOG = """examples:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="built-in name, HF folder, .gguf file or hub id")
     p.add_argument("--out", default="runs/demo", help="run folder (the export goes to OUT/export)")
-    p.add_argument("--evaluations", type=int, default=24, help="search budget (evaluated subnets)")
+    p.add_argument("--evaluations", type=int, default=32, help="search budget (evaluated subnets)")
     p.add_argument("--no-search", action="store_true", help="skip the search: slice a fixed ~80%% subnet")
     p.add_argument("--test-windows", type=int, default=4, help="WikiText-2 test windows of 512 tokens for the final ppl")
     p.add_argument("--max-params-ratio", type=float, default=0.85, help="deployment budget: decoder-param ratio of the chosen point")
@@ -65,6 +67,23 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_config(args, out: Path, resume: bool = False):
+    """The demo's search: ``perplexity_reformed`` vs size inside ``[budget - 0.03, budget]``, on 2 cores in minutes.
+
+    Wanda-sp ranking, so the uniform seeds are uniform Wanda-sp (the baseline a pick must beat); allocation
+    seeds from a short sensitivity pass (2 x 256 tokens, one width per layer); 4 x 256 scored tokens, one
+    window screened in bfloat16, the best quarter promoted (successive halving).
+    """
+    from nas_llm.search import SearchConfig
+
+    hi = args.max_params_ratio
+    return SearchConfig(out=str(out), model=args.model, objectives=["perplexity_reformed", "params_ratio"],
+                        constraints=[f"params_ratio in [{max(0.05, hi - 0.03):.4g},{hi:.4g}]"], allow_layer_drop=False,
+                        importance="wanda", evaluations=args.evaluations, pop_size=8, calib_samples=8, ppl_samples=4,
+                        ppl_seq_len=256, screen=0.25, halving=4, sens_samples=2, sens_seq_len=256, sens_points=1,
+                        resume=resume)
+
+
 def _search_and_reform(args, model, tok, out: Path):
     """Search (or resume), choose the best-perplexity point within the budget, reform it with ADMM."""
     import shutil
@@ -73,22 +92,23 @@ def _search_and_reform(args, model, tok, out: Path):
     from nas_llm.model.data import calibration_batch
     from nas_llm.model.reform import reform
     from nas_llm.run import Run
-    from nas_llm.search import SearchConfig, run_search
+    from nas_llm.search import run_search
     from nas_llm.select import select
 
     run = Run(out)
     if run.exists() and args.overwrite:
         shutil.rmtree(out)
-    config = SearchConfig(out=str(out), model=args.model, evaluations=args.evaluations, pop_size=8, calib_samples=8,
-                          ppl_samples=4, ppl_seq_len=256, resume=run.exists())
+    config = demo_config(args, out, resume=run.exists())
     print(f"[demo] {config.command()}{' --resume' if config.resume else ''}")
     t0 = time.perf_counter()
     with one_line_warnings():
         print_result(config, run_search(config, model=model, tokenizer=tok), time.perf_counter() - t0)
-    choice = select(out, "budget", max_params_ratio=args.max_params_ratio, optimize="perplexity")
+    choice = select(out, "budget", max_params_ratio=args.max_params_ratio, optimize="perplexity_reformed")
     print("[demo] " + choice.describe(out).replace("\n", "\n[demo] "))
     subnet = Run(out).subnet(choice.id)
     plan = Run(out).ranking().resolve(subnet)
-    calib = calibration_batch(tok, "wikitext2-valid", 8, 256, seed=1)
-    print("[demo] ADMM reformation of the chosen subnet on 8 x 256 calibration tokens (wikitext2-valid)")
+    # the windows the search's refit used, so the reformed model is the one the search ranked
+    calib = calibration_batch(tok, config.calibration, config.calib_samples, config.calib_seq_len, seed=config.calib_seed)
+    print(f"[demo] ADMM reformation of the chosen subnet on {config.calib_samples} x {config.calib_seq_len} calibration "
+          f"tokens ({config.calibration})")
     return subnet, reform(model, plan, calib, "admm", subnet=subnet)

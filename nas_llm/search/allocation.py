@@ -95,7 +95,8 @@ def _backtrack(choice: list[np.ndarray], units: list[np.ndarray], end: int) -> l
 @dataclass
 class CostTable:
     """Cost of each layer's choices: ``attn[i][g - 1]`` for ``g`` kept KV groups, ``mlp[i][k]`` for
-    ``space.neuron_choices[k]`` neurons (0 for the dense width; e.g. a log-perplexity increase)."""
+    ``space.neuron_choices[k]`` neurons (0 for the dense width; e.g. a log-perplexity increase; ``inf``:
+    not allowed, e.g. cut deeper than measured)."""
 
     attn: list[list[float]]
     mlp: list[list[float]]
@@ -110,17 +111,22 @@ class CostTable:
                                   f"{d.num_kv_heads} and {space.n_blocks}")
         return self
 
-    def weighted(self, attn: float = 1.0, power: float = 1.0) -> "CostTable":
-        """Costs ``max(c, 0) ** power`` (flatter across layers below 1), attention's scaled by ``attn``
-        (``inf``: never cut heads). A dense choice keeps cost 0."""
-        def f(v: float, scale: float) -> float:
-            v = max(float(v), 0.0) ** power
-            return 0.0 if v == 0 else v * scale
-        return CostTable([[f(v, attn) for v in a[:-1]] + [0.0] for a in self.attn], [[f(v, 1.0) for v in m] for m in self.mlp])
+    def weighted(self, attn: float = 1.0, blend: float = 0.0) -> "CostTable":
+        """Attention costs scaled by ``attn`` (``inf``: never cut heads); every layer's costs blended by ``blend``
+        towards the median layer's at the same width (1: all layers alike, i.e. a uniform allocation; for when
+        the measurement is noisy). A dense choice keeps cost 0, a forbidden one (``inf``) stays forbidden."""
+        def mix(rows: list[list[float]], scale: float) -> list[list[float]]:
+            med = [float(np.median(col)) for col in zip(*rows)]
+            out = []
+            for row in rows:
+                new = [(1 - blend) * v + blend * m if math.isfinite(v) else v for v, m in zip(row, med)]
+                out.append([v * scale if v > 0 else v for v in new[:-1]] + [0.0])
+            return out
+        return CostTable(mix(self.attn, attn), mix(self.mlp, 1.0))
 
 
 def _groups(space: SubnetSpace, table: CostTable) -> tuple[list, list, list, int]:
-    """Knapsack groups: per layer, attention (finite-cost KV-group counts) then MLP (neuron counts).
+    """Knapsack groups: per layer, attention (finite-cost KV-group counts) then MLP (finite-cost neuron counts).
 
     ``layer_params(g, n) = A(g) + M(n) + const``, so each group is weighted by its params above the
     layer's smallest choice; returns costs, weights, the option values and the params of the smallest subnet.
@@ -131,9 +137,10 @@ def _groups(space: SubnetSpace, table: CostTable) -> tuple[list, list, list, int
     costs, weights, values = [], [], []
     for i in range(d.num_layers):
         kvs = [g for g, v in zip(range(1, d.num_kv_heads + 1), table.attn[i]) if math.isfinite(v)]
-        costs += [[table.attn[i][g - 1] for g in kvs], list(table.mlp[i])]
-        weights += [[space.layer_params(g, n0) - floor for g in kvs], [space.layer_params(g0, n) - floor for n in widths]]
-        values += [kvs, list(widths)]
+        ns = [n for n, v in zip(widths, table.mlp[i]) if math.isfinite(v)]
+        costs += [[table.attn[i][g - 1] for g in kvs], [table.mlp[i][widths.index(n)] for n in ns]]
+        weights += [[space.layer_params(g, n0) - floor for g in kvs], [space.layer_params(g0, n) - floor for n in ns]]
+        values += [kvs, ns]
     return costs, weights, values, floor * d.num_layers
 
 
@@ -159,9 +166,9 @@ def allocate(space: SubnetSpace, table: CostTable, budgets: Sequence[int], floor
     return out
 
 
-# (name, attention cost scale, cost power): as measured; heads kept whole; heads kept and costs flattened
-# across layers (an allocation between the measured one and uniform, for when the measurement is noisy)
-WEIGHTINGS: tuple[tuple[str, float, float], ...] = (("joint", 1.0, 1.0), ("mlp", math.inf, 1.0), ("flat", math.inf, 0.5))
+# (name, attention cost scale, blend towards the median layer): as measured; heads kept whole; heads kept and
+# every layer's costs half-way to the median layer's (an allocation between the measured one and uniform)
+WEIGHTINGS: tuple[tuple[str, float, float], ...] = (("joint", 1.0, 0.0), ("mlp", math.inf, 0.0), ("flat", math.inf, 0.5))
 
 
 def alloc_seeds(space: SubnetSpace, table: CostTable, ratios: Sequence[float], floor: float | None = None,
@@ -173,8 +180,8 @@ def alloc_seeds(space: SubnetSpace, table: CostTable, ratios: Sequence[float], f
     low = None if floor is None else math.ceil(floor * dense)
     out: list[tuple[Subnet, dict]] = []
     seen: set[str] = set()
-    for name, attn, power in weightings:
-        for r, s in zip(ratios, allocate(space, table.weighted(attn, power), budgets, low)):
+    for name, attn, blend in weightings:
+        for r, s in zip(ratios, allocate(space, table.weighted(attn, blend), budgets, low)):
             if s is not None and s.key() not in seen:
                 seen.add(s.key())
                 out.append((s, {"ratio": round(float(r), 4), "weighting": name, "params_ratio": round(space.ratio(s), 4)}))

@@ -82,7 +82,7 @@ class SearchConfig:
     importance: str = _opt("obs", "importance ranking", choices=IMPORTANCE)
     screen: float = _opt(0.25, "screening fidelity in (0, 1] (1 = off): score all at this fraction, re-score near the front")
     rescore_fronts: int = _opt(1, "without --halving: how many non-dominated fronts to re-score at full fidelity", lo=0)
-    halving: int = _opt(8, "successive halving: after each generation the best 1/ETA of the rows at each fidelity "
+    halving: int = _opt(4, "successive halving: after each generation the best 1/ETA of the rows at each fidelity "
                            "(--screen, --screen x ETA, ..., 1) move up one; 0: re-score --rescore-fronts fronts instead",
                         lo=0, metavar="ETA")
     screen_dtype: str = _opt("bfloat16", "dtype of the scores below full fidelity (full fidelity is always float32)",
@@ -92,7 +92,7 @@ class SearchConfig:
                        flag="--no-alloc")
     sens_samples: int = _opt(4, "allocation seeds: windows of the per-layer sensitivity measurement", lo=1)
     sens_seq_len: int = _opt(256, "allocation seeds: tokens per sensitivity window", lo=2)
-    sens_points: int = _opt(1, "allocation seeds: measured widths (and KV-group counts) per layer; the refit error "
+    sens_points: int = _opt(2, "allocation seeds: measured widths (and KV-group counts) per layer; the refit error "
                                "prices the others", lo=1)
     threads: int = _opt(0, "torch threads (0: the cores the load average leaves free, at least 1)", numbers=False, lo=0)
     rescore_baselines: bool = _opt(True, "do not re-score the dense model and uniform baselines at full fidelity at the end",

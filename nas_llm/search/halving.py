@@ -5,9 +5,9 @@ After each generation, at every rung, the best ``1/eta`` of the feasible rows me
 non-dominated rank, then crowding distance -- move up one rung (``fidelity * eta``, the last rung is
 1: all windows, float32). Only rows measured at full fidelity may be on the front
 (``nas_llm.front.eligible``), so the front never holds a cheap estimate; the rung values stay in the
-table (``NAME@f`` columns) for the record. With ``eta = 8`` and one window of eight screened, 96
-candidates cost ``96 + 12 * 7`` window-scores instead of ``96 * 2 + 25 * 6`` for screening on two and
-re-scoring the whole first front.
+table (``NAME@f`` columns) for the record. With ``--screen 0.125 --halving 4`` (one window of eight, then
+four, then all eight) 96 feasible candidates cost about ``96 + 24 * 3`` screening window-scores and ``6 * 8``
+full ones, against ``96 * 2 + 25 * 6`` for screening on two and re-scoring the whole first front (run r80L).
 """
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Iterator
 
 from nas_llm.errors import ConfigError, NasLLMError, RunFolderError
 from nas_llm.run import Run
@@ -56,12 +56,14 @@ def run_search(config: SearchConfig, *, model: Any = None, tokenizer: Any = None
     """
     config.validate()
     run = Run(config.out)
-    threads = set_threads(config.threads)
-    with search_lock(config):
+    with search_lock(config), torch_threads(config.threads) as threads:
         check_run_folder(config, run)
+        t_setup = time.perf_counter()
         sp = build_problem(config, run, model, tokenizer)
         alloc = allocation_seeds(config, sp, run)
-        settings = {**_settings(config, sp, run), "threads": threads, **({"alloc": alloc} if alloc else {})}
+        sp.setup()
+        settings = {**_settings(config, sp, run), "threads": threads, "setup_s": round(time.perf_counter() - t_setup, 2),
+                    **({"alloc": alloc} if alloc else {})}
         if not config.join:
             sp.ctx.ranking.save(run.ranking_file)
             run.write_settings(settings)
@@ -122,18 +124,26 @@ def build_problem(config: SearchConfig, run: Run, model: Any = None, tokenizer: 
                          worker=config.worker_id, halving=config.halving)
 
 
-def set_threads(threads: int) -> int:
-    """``torch.set_num_threads``: ``threads``, or (0) the cores the 1-minute load average leaves free, at least 1.
+def free_cores() -> int:
+    """The cores the 1-minute load average leaves free (at least 1): two OpenMP threads on cores another job
+    keeps busy run slower than one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(cores, cores - busy))
 
-    Two OpenMP threads on cores another job keeps busy run slower than one, so "auto" counts busy cores.
-    """
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """``torch.set_num_threads(threads)`` (0: :func:`free_cores`) for the block; the previous count after it."""
     import torch
 
-    if threads <= 0:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, min(cores, cores - round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else cores))
-    torch.set_num_threads(int(threads))
-    return int(threads)
+    before = torch.get_num_threads()
+    n = int(threads) if threads > 0 else free_cores()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[str, Any] | None:
@@ -162,9 +172,14 @@ def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[
              "calibration": [config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed],
              "granularity": config.granularity, "windows": [config.sens_samples, config.sens_seq_len],
              "dtype": config.screen_dtype, "points": config.sens_points}
-    sens = load_or_measure(run.path, probe, sp.ctx, config.sens_points, keyed)
     ratios = list(seed_ratios(sp.constraints) or DEFAULT_RATIOS)
     lo, hi = min(ratios), max(ratios)
+    # measure down to twice the uniform cut at the smallest size asked for (at least half the MLP): deep
+    # enough for what the allocations need, never priced by extrapolation
+    n = sp.space.neuron_choices
+    depth = min(max(0.5, 2 * (1 - sp.space.uniform_at_ratio(lo, "mlp").layers[0].neurons / n[-1])), 1 - n[0] / n[-1])
+    keyed["max_cut"] = round(depth, 6)
+    sens = load_or_measure(run.path, probe, sp.ctx, config.sens_points, keyed, depth)
     # also the uniform MLP subnets' own sizes inside the band: allocations at exactly the baseline's params
     ratios += [sp.space.ratio(u) for u in {sp.space.uniform_at_ratio(r, "mlp") for r in ratios} if lo <= sp.space.ratio(u) <= hi]
     made = alloc_seeds(sp.space, sens.table(sp.space), sorted(set(ratios)), floor=lo if seed_ratios(sp.constraints) else None)
@@ -223,4 +238,4 @@ def spawn_workers(config: SearchConfig) -> list[subprocess.Popen]:
 
 
 __all__ = ["run_search", "build_problem", "make_objectives", "check_run_folder", "search_lock", "spawn_workers",
-           "set_threads", "allocation_seeds", "WorkerFailedError"]
+           "free_cores", "torch_threads", "allocation_seeds", "WorkerFailedError"]

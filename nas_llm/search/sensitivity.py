@@ -1,12 +1,14 @@
 """What cutting one layer costs: measured once per run, cached in ``RUN/sensitivity.json``, priced per width.
 
 For every layer and a few widths (``points`` MLP widths and KV-group counts, evenly spaced in the cut
-fraction) the search's perplexity objective scores the dense model with *only that layer* cut, on a
-few short windows of its own text (``n_samples x seq_len``; prefix reuse makes a late layer cheap).
-The cost is the increase of log perplexity. Between and beyond the measured widths the cost follows
-the layer's own refit error (``PrefixFactor.errors``: exact for every width from one product), so one
-or two forwards per layer price all of its widths; an objective without a refit interpolates in the
-cut fraction instead. :func:`nas_llm.search.allocation.allocate` turns the table into subnets.
+fraction up to ``max_cut``) the search's perplexity objective scores the dense model with *only that
+layer* cut, on a few short windows of its own text (``n_samples x seq_len``; prefix reuse makes a late
+layer cheap). The cost is the increase of log perplexity. Between the measured widths the cost follows
+the layer's own refit error (``PrefixFactor.errors``: exact for every width from one product), so a
+couple of forwards per layer price all of its widths; an objective without a refit interpolates in the
+cut fraction instead. Cuts deeper than measured are not priced (cost ``inf``): extrapolating one noisy
+measurement sent whole layers to a single neuron block. :func:`nas_llm.search.allocation.allocate`
+turns the table into subnets.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ class Sensitivity:
     seconds: float = 0.0
 
     def table(self, space: SubnetSpace) -> CostTable:
-        """Cost of every choice of every layer (interpolated along the error curves)."""
+        """Cost of every choice of every layer (interpolated along the error curves; ``inf`` beyond the deepest cut measured)."""
         widths, G = space.neuron_choices, space.dims.num_kv_heads
         mlp = _price(self.mlp_cost, [[self.mlp_error[i][widths.index(w)] for w in self.mlp_widths]
                                      for i in range(len(self.mlp_cost))], self.mlp_error)
@@ -63,7 +65,8 @@ class Sensitivity:
 
 
 def _price(cost: list[list[float]], at: list[list[float]], curve: list[list[float]]) -> list[list[float]]:
-    """Per layer: measured ``cost`` at errors ``at``, extended to every error of ``curve`` (0 cost at 0 error).
+    """Per layer: measured ``cost`` at errors ``at``, interpolated at every error of ``curve`` (0 cost at 0 error;
+    ``inf`` beyond the largest measured error).
 
     Costs are made non-decreasing in the error and floored at 1% of the median positive measurement,
     so a noisy measurement never makes a cut look free.
@@ -77,18 +80,19 @@ def _price(cost: list[list[float]], at: list[list[float]], curve: list[list[floa
         y_m = np.maximum.accumulate(np.maximum(np.asarray(c, dtype=float)[order], floor))
         X, Y = np.concatenate([[0.0], x_m]), np.concatenate([[0.0], y_m])
         xs = np.asarray(xs, dtype=float)
-        slope = Y[-1] / X[-1] if X[-1] > 0 else 0.0
-        y = np.where(xs <= X[-1], np.interp(xs, X, Y), xs * slope)
+        y = np.where(xs <= X[-1] * (1 + 1e-9), np.interp(xs, X, Y), np.inf)
         out.append([float(v) for v in y])
     return out
 
 
-def probe_points(space: SubnetSpace, points: int) -> tuple[list[int], list[int]]:
-    """The measured widths and KV-group counts: ``points`` cut fractions evenly spaced in (0, 1)."""
+def probe_points(space: SubnetSpace, points: int, max_cut: float = 0.5) -> tuple[list[int], list[int]]:
+    """The measured widths and KV-group counts: ``points`` cut fractions evenly spaced in (0, ``max_cut``]."""
     if points < 1:
         raise ConfigError(f"sensitivity points must be >= 1, got {points}")
+    if not 0 < max_cut < 1:
+        raise ConfigError(f"the deepest measured cut must be a fraction in (0, 1), got {max_cut}")
     widths, G = space.neuron_choices, space.dims.num_kv_heads
-    fr = [j / (points + 1) for j in range(1, points + 1)]
+    fr = [max_cut * j / points for j in range(1, points + 1)]
     mlp = sorted({min(widths[:-1], key=lambda w: abs(w - widths[-1] * (1 - f))) for f in fr}, reverse=True) \
         if len(widths) > 1 else []
     kv = sorted({int(min(G - 1, max(1, round(G * (1 - f))))) for f in fr}, reverse=True) if G > 1 else []
@@ -119,7 +123,7 @@ def error_curves(objective: Any, ctx: Any) -> tuple[list[list[float]], list[list
     return mlp, attn
 
 
-def measure(objective: Any, ctx: Any, points: int = 1, settings: dict | None = None) -> Sensitivity:
+def measure(objective: Any, ctx: Any, points: int = 2, settings: dict | None = None, max_cut: float = 0.5) -> Sensitivity:
     """Score every single-layer cut of :func:`probe_points` with ``objective`` (already on its probe windows)."""
     from tqdm.auto import tqdm
 
@@ -127,7 +131,7 @@ def measure(objective: Any, ctx: Any, points: int = 1, settings: dict | None = N
     t0 = time.perf_counter()
     objective.setup(ctx)
     base = math.log(objective.score(space.dense(), ctx))
-    widths, kvs = probe_points(space, points)
+    widths, kvs = probe_points(space, points, max_cut)
     L = space.num_layers
     jobs = [(i, "neurons", w) for i in range(L) for w in widths] + [(i, "kv_groups", g) for i in range(L) for g in kvs]
     cost: dict[tuple[int, str, int], float] = {}
@@ -139,7 +143,8 @@ def measure(objective: Any, ctx: Any, points: int = 1, settings: dict | None = N
                        round(time.perf_counter() - t0, 2))
 
 
-def load_or_measure(run_dir: str | Path | None, objective: Any, ctx: Any, points: int, settings: dict) -> Sensitivity:
+def load_or_measure(run_dir: str | Path | None, objective: Any, ctx: Any, points: int, settings: dict,
+                    max_cut: float = 0.5) -> Sensitivity:
     """The run folder's table when it was measured with ``settings``; else measure and write it (atomic)."""
     path = None if run_dir is None else Path(run_dir) / SENSITIVITY_FILE
     if path is not None and path.is_file():
@@ -149,7 +154,7 @@ def load_or_measure(run_dir: str | Path | None, objective: Any, ctx: Any, points
             old = None
         if old is not None and old.settings == json.loads(json.dumps(settings)):
             return old
-    sens = measure(objective, ctx, points, settings)
+    sens = measure(objective, ctx, points, settings, max_cut)
     if path is not None:
         atomic_write_json(path, sens.to_json())
     return sens

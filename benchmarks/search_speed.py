@@ -1,0 +1,264 @@
+"""Search speed (issue 18): a search that beats uniform at 80-90% and runs in minutes.
+
+Three measurements, each its own subcommand (raw JSON in ``results/search_speed-*.json``; ``--no-write``
+leaves RESULTS.md alone, for smokes):
+
+    # objective time per evaluation against the FLOP-count limit (single-core fp32 GEMM throughput)
+    python benchmarks/search_speed.py flops --threads 1
+    # bfloat16 screening against float32 on >= 30 candidates inside the 80% band (Spearman, largest difference)
+    python benchmarks/search_speed.py bf16 --candidates 30
+    # the 2048-token 80% search (96 evaluations) with today's defaults; wall time, the pick against uniform,
+    # how the pick was made (source tag: alloc / alloc-mut = descends from the allocation seeds)
+    flock /tmp/nasllm-heavy.lock python benchmarks/search_speed.py search --ratio 0.8 --out runs/s80
+    python benchmarks/search_speed.py report runs/s80 runs/s80s1 runs/s90     # table from finished run folders
+
+The search's other settings are those of runs r80L/r90L (RESULTS.md "Search cost"): ``--objectives
+perplexity_reformed,params_ratio --constraint "params_ratio in [r-0.015,r+0.015]" --no-layer-drop --importance
+wanda --evaluations 96 --pop-size 16 --ppl-samples 8 --ppl-seq-len 2048``, plus ``--screen 0.125`` (one window).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._results import command_line, header, machine, save_raw, write_section  # noqa: E402
+
+
+def search_config(ratio: float, out: str, seed: int = 0, **kw):
+    """The r80L/r90L search at ``ratio`` with today's speed settings (``kw`` overrides any field)."""
+    from nas_llm.search import SearchConfig
+
+    base = dict(out=out, objectives=["perplexity_reformed", "params_ratio"], seed=seed,
+                constraints=[f"params_ratio in [{ratio - 0.015:.3f},{ratio + 0.015:.3f}]"], allow_layer_drop=False,
+                importance="wanda", evaluations=96, pop_size=16, ppl_samples=8, ppl_seq_len=2048, screen=0.125,
+                progress=False)
+    return SearchConfig(**{**base, **kw})
+
+
+def problem(config, threads: int):
+    """The search problem of ``config`` set up as a search would (model, ranking, Grams, prefix cache)."""
+    import torch
+
+    from nas_llm import load_model
+    from nas_llm.run import Run
+    from nas_llm.search.runner import build_problem
+
+    torch.set_num_threads(threads)
+    model, tok = load_model(config.model)
+    sp = build_problem(config, Run(config.out), model, tok)
+    sp.setup()
+    return sp
+
+
+# -- FLOPs ------------------------------------------------------------------------------------------------
+def eval_flops(space, subnet, n: int, L: int, start: int = 0) -> float:
+    """FLOPs of scoring ``subnet`` on ``n x L`` tokens from decoder layer ``start`` on: projections, causal
+    attention (QK^T and AV over the L(L+1)/2 visible pairs), MLP and the LM head; norms and softmax left out."""
+    d = space.dims
+    T, pairs = n * L, n * L * (L + 1) / 2
+    total = 2.0 * n * (L - 1) * d.hidden * d.vocab  # LM head on every predicted token
+    for c in subnet.layers[start:]:
+        if not c.keep:
+            continue
+        q_out, kv_out = c.kv_groups * d.q_per_group * d.head_dim, c.kv_groups * d.head_dim
+        total += 2.0 * T * d.hidden * (2 * q_out + 2 * kv_out)  # q, k, v, o
+        total += 2 * 2.0 * pairs * q_out  # QK^T and AV, per head head_dim each
+        total += 2.0 * T * 3 * d.hidden * c.neurons  # gate, up, down
+    return total
+
+
+def gemm_throughput(threads: int, m: int = 2048, k: int = 576, n: int = 1536) -> float:
+    """fp32 GEMM FLOP/s of this CPU with ``threads`` threads (torch.utils.benchmark, a decoder-shaped product)."""
+    import torch
+    import torch.utils.benchmark as tb
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    t = tb.Timer("a @ b", globals={"a": a, "b": b}, num_threads=threads).blocked_autorange(min_run_time=2.0)
+    return 2.0 * m * k * n / t.median
+
+
+def flops_cmd(args) -> dict:
+    """Objective time per full-fidelity evaluation (refit excluded and included) against FLOPs / GEMM throughput."""
+    from nas_llm.search.population import mutate
+
+    config = search_config(args.ratio, str(ROOT / "runs" / "_speed_flops"), alloc=False)
+    sp = problem(config, args.threads)
+    obj = sp.objectives[0]
+    rng = np.random.default_rng(0)
+    u = sp.space.uniform_at_ratio(args.ratio, "mlp")
+    subnets = [u] + [mutate(sp.space, u, rng, p=0.5) for _ in range(args.subnets - 1)]
+    peak = gemm_throughput(args.threads)
+    rows = []
+    for s in subnets:
+        t0 = time.perf_counter()
+        obj.weights_for(sp.ctx.plan(s), 0, sp.ctx)  # the refit (cold for every new width)
+        refit = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        obj.score(s, sp.ctx)
+        fwd = time.perf_counter() - t0
+        f = eval_flops(sp.space, s, obj.rows, obj.seq_len, obj.last.get("start", 0))
+        rows.append({"subnet": s.key(), "params_ratio": sp.space.ratio(s), "start_layer": obj.last.get("start", 0),
+                     "flops": f, "limit_s": f / peak, "forward_s": fwd, "refit_s": refit, "ratio_to_limit": fwd / (f / peak)})
+    return {"threads": args.threads, "gemm_flops_per_s": peak, "windows": [obj.rows, obj.seq_len], "rows": rows}
+
+
+def flops_md(r: dict) -> str:
+    out = [f"Objective: `perplexity_reformed` at full fidelity ({r['windows'][0]} x {r['windows'][1]} tokens, float32, "
+           f"{r['threads']} thread(s)); limit = FLOPs / measured fp32 GEMM throughput "
+           f"({r['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s, a 2048x576 @ 576x1536 product, torch.utils.benchmark).", "",
+           "| subnet | params ratio | first layer run | GFLOP | limit | forward | ratio to limit | cold refit |", "|---|---|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        out.append(f"| `{x['subnet'][:24]}...` | {x['params_ratio']:.4f} | {x['start_layer']} | {x['flops'] / 1e9:.0f} | "
+                   f"{x['limit_s']:.1f} s | {x['forward_s']:.1f} s | x{x['ratio_to_limit']:.2f} | {x['refit_s']:.2f} s |")
+    return "\n".join(out)
+
+
+# -- bfloat16 screening ---------------------------------------------------------------------------------------
+def band_candidates(sp, ratio: float, n: int, seed: int = 0) -> list:
+    """``n`` distinct subnets inside the band: mutations of the uniform subnet (what a first generation holds)."""
+    from nas_llm.search.population import mutate
+
+    lo, hi = ratio - 0.015, ratio + 0.015
+    rng = np.random.default_rng(seed)
+    u = sp.space.uniform_at_ratio(ratio, "mlp")
+    out, seen = [u], {u.key()}
+    while len(out) < n:
+        s = mutate(sp.space, out[int(rng.integers(len(out)))], rng, p=0.3)
+        if s.key() not in seen and lo <= sp.space.ratio(s) <= hi:
+            seen.add(s.key())
+            out.append(s)
+    return out
+
+
+def bf16_cmd(args) -> dict:
+    """Screening values of the same candidates in bfloat16 and float32 (same windows, same refit)."""
+    from scipy.stats import spearmanr
+
+    config = search_config(args.ratio, str(ROOT / "runs" / "_speed_bf16"), alloc=False, ppl_samples=args.windows,
+                           ppl_seq_len=args.seq_len, screen=1.0)
+    sp = problem(config, args.threads)
+    full = sp.objectives[0]
+    bf = full.with_windows(full.n_samples, full.seq_len, dtype="bfloat16")
+    rows = []
+    for s in band_candidates(sp, args.ratio, args.candidates):
+        t0 = time.perf_counter()
+        v32 = full.score(s, sp.ctx)
+        t32 = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        v16 = bf.score(s, sp.ctx)
+        rows.append({"subnet": s.key(), "fp32": v32, "bf16": v16, "fp32_s": t32, "bf16_s": time.perf_counter() - t0})
+    a, b = np.array([r["fp32"] for r in rows]), np.array([r["bf16"] for r in rows])
+    return {"threads": args.threads, "windows": [args.windows, args.seq_len], "rows": rows,
+            "spearman": float(spearmanr(a, b).statistic), "max_rel_diff": float(np.max(np.abs(b - a) / a)),
+            "mean_rel_diff": float(np.mean((b - a) / a)),
+            "speedup": float(sum(r["fp32_s"] for r in rows) / sum(r["bf16_s"] for r in rows))}
+
+
+def bf16_md(r: dict) -> str:
+    return (f"{len(r['rows'])} candidates inside the band (mutations of the uniform subnet), `perplexity_reformed` on "
+            f"{r['windows'][0]} x {r['windows'][1]} tokens, {r['threads']} thread(s): **Spearman {r['spearman']:.4f}**, "
+            f"largest relative difference {100 * r['max_rel_diff']:.3f}% (mean {100 * r['mean_rel_diff']:+.3f}%), "
+            f"bfloat16 x{r['speedup']:.2f} faster.")
+
+
+# -- the search -----------------------------------------------------------------------------------------------
+def search_cmd(args) -> dict:
+    from nas_llm.search import run_search
+
+    out = Path(args.out)
+    config = search_config(args.ratio, str(out), args.seed, resume=(out / "run.json").is_file(), threads=args.threads)
+    t0 = time.perf_counter()
+    run_search(config)
+    return {**summarise(out, args.ratio), "process_s": time.perf_counter() - t0}
+
+
+def summarise(run_dir: Path, ratio: float | None = None) -> dict:
+    """Wall time, scoring work and the pick (lowest search value within 0.015 of the ratio) of a finished run."""
+    import pandas as pd
+
+    from benchmarks.quality import front_member
+
+    s = json.loads((run_dir / "run.json").read_text())
+    df = pd.read_csv(run_dir / "evaluations.csv")
+    band = next(c for c in s["constraints"] if c["objective"] == "params_ratio")
+    ratio = ratio if ratio is not None else (band["lo"] + band["hi"]) / 2
+    n = int(s["objective_args"]["perplexity_reformed"]["n_samples"])
+    rungs = sorted(float(c.split("@")[1]) for c in df.columns if c.startswith("perplexity_reformed@"))
+    low = np.zeros(len(df))  # windows scored below full fidelity (one memo: a higher rung reuses a lower one's)
+    for f in rungs:
+        low = np.where(df[f"perplexity_reformed@{f:g}"].notna(), round(f * n), low)
+    top = (df["fidelity"] >= 1) & df["source"].ne("dense")
+    windows = {"screen": int(low.sum()), "full": int(top.sum()) * n, "screen_dtype": (s.get("search") or {}).get("screen_dtype")}
+    _, pid = front_member(run_dir, ratio)
+    pick = df[df["id"] == pid].iloc[0]
+    uni = df[df["source"] == "uniform"]
+    uni = uni.loc[(uni["params_ratio"] - ratio).abs().idxmin()]
+    return {"run": run_dir.name, "command": s.get("command"), "wall_s": s.get("wall_s"), "evaluations": len(df),
+            "objective_calls": s.get("n_calls"), "full_fidelity": int((df["fidelity"] >= 1).sum()),
+            "windows": windows, "sensitivity_s": (s.get("alloc") or {}).get("sensitivity_s"),
+            "alloc_seeds": (s.get("alloc") or {}).get("seeds"), "threads": s.get("threads"), "setup_s": s.get("setup_s"),
+            "pick": {"id": pid, "source": pick["source"], "params_ratio": float(pick["params_ratio"]),
+                     "value": float(pick["perplexity_reformed"])},
+            "uniform": {"id": int(uni["id"]), "params_ratio": float(uni["params_ratio"]),
+                        "value": float(uni["perplexity_reformed"])}}
+
+
+def search_md(rows: list[dict]) -> str:
+    out = ["Search value = validation `perplexity_reformed` (8 x 2048 tokens); test perplexity after reformation is the "
+           "quality table's job (`benchmarks/quality.py --run RATIO=RUN`).", "",
+           "| run | wall (+ set-up) | evaluations | full-fidelity rows | windows scored (screening + full) | sensitivity | threads | pick (source) | "
+           "pick ratio | pick value | uniform value | pick / uniform |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p, u = r["pick"], r["uniform"]
+        out.append(f"| `{r['run']}` | {r['wall_s'] / 60:.1f} min (+{(r['setup_s'] or 0) / 60:.1f}) | {r['evaluations']} | "
+                   f"{r['full_fidelity']} | "
+                   f"{r['windows']['screen']} ({r['windows']['screen_dtype']}) + {r['windows']['full']} | {r['sensitivity_s'] or 0:.0f} s | {r['threads']} | {p['id']} ({p['source']}) | "
+                   f"{p['params_ratio']:.4f} | {p['value']:.2f} | {u['value']:.2f} | x{p['value'] / u['value']:.3f} |")
+    descends = sum(r["pick"]["source"] in ("alloc", "alloc-mut") for r in rows)
+    out += ["", f"The pick descends from an allocation seed (source `alloc`/`alloc-mut`) in {descends} of {len(rows)} runs.", "",
+            "Commands:", ""] + [f"- `{r['run']}`: `{r['command']}`" for r in rows]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("flops", "bf16", "search", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--ratio", type=float, default=0.8)
+        p.add_argument("--threads", type=int, default=1 if name == "flops" else 0)
+        p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md and results/ alone")
+    sub.choices["flops"].add_argument("--subnets", type=int, default=4)
+    sub.choices["bf16"].add_argument("--candidates", type=int, default=30)
+    sub.choices["bf16"].add_argument("--windows", type=int, default=1)
+    sub.choices["bf16"].add_argument("--seq-len", type=int, default=2048)
+    sub.choices["search"].add_argument("--out", required=True)
+    sub.choices["search"].add_argument("--seed", type=int, default=0)
+    sub.choices["report"].add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args(argv)
+    if args.cmd in ("flops", "bf16") and args.threads <= 0:
+        from nas_llm.search.runner import free_cores
+
+        args.threads = free_cores()
+    result = {"flops": flops_cmd, "bf16": bf16_cmd, "search": search_cmd,
+              "report": lambda a: {"runs": [summarise(r) for r in a.runs]}}[args.cmd](args)
+    md = {"flops": flops_md, "bf16": bf16_md, "search": lambda r: search_md([r]),
+          "report": lambda r: search_md(r["runs"])}[args.cmd](result)
+    print(md)
+    if not args.no_write:
+        info = machine()
+        save_raw(f"search_speed-{args.cmd}", {"machine": info, "command": command_line(), **result})
+        write_section(f"search_speed_{args.cmd}", header(f"Search speed: {args.cmd} (issue 18)", info, command_line()) + "\n" + md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
