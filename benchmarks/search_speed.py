@@ -147,6 +147,7 @@ def bf16_cmd(args) -> dict:
     sp = problem(config, args.threads)
     full = sp.objectives[0]
     bf = full.with_windows(full.n_samples, full.seq_len, dtype="bfloat16")
+    bf.batch_size = full.batch_size  # the same batches, the same prefix cache: only the dtype differs
     rows = []
     for s in band_candidates(sp, args.ratio, args.candidates):
         t0 = time.perf_counter()

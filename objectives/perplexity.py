@@ -167,7 +167,7 @@ class Perplexity(Objective):
             raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(SCREEN_DTYPES)}")
         new = copy.copy(self)
         new.n_samples, new.seq_len, new.fidelity, new.last, new.compute_dtype = n_samples, seq_len, 1.0, {}, dtype
-        new.batch_size = min(self.batch_size, n_samples)
+        new.batch_size = n_samples  # short probe windows: one batch (row-by-row matmuls are slow on a CPU)
         return new
 
     def _key(self, ctx: Context) -> tuple:

@@ -141,7 +141,7 @@ def test_speed_settings_reach_run_json_the_objectives_and_the_resume_check():
     args = c.objective_args()["perplexity_reformed"]
     assert (args["head_chunk"], args["screen_dtype"]) == (128, "float32")
     d = [x.split()[0] for x in c.diff(replace(c, halving=8, screen_dtype="bfloat16", head_chunk=0, alloc=False,
-                                                sens_samples=4, sens_seq_len=256, sens_points=3, threads=2))]
+                                                sens_samples=8, sens_seq_len=256, sens_points=3, threads=2))]
     assert d == ["--halving", "--screen-dtype", "--head-chunk", "--no-alloc", "--sens-samples", "--sens-seq-len", "--sens-points"]
 
 

@@ -71,7 +71,7 @@ def demo_config(args, out: Path, resume: bool = False):
     """The demo's search: ``perplexity_reformed`` vs size inside ``[budget - 0.03, budget]``, on 2 cores in minutes.
 
     Wanda-sp ranking, so the uniform seeds are uniform Wanda-sp (the baseline a pick must beat); allocation
-    seeds from a short sensitivity pass (2 x 256 tokens, one width per layer); 4 x 256 scored tokens, one
+    seeds from a short sensitivity pass (4 x 256 tokens, one width per layer); 4 x 256 scored tokens, one
     window screened in bfloat16, the best quarter promoted (successive halving).
     """
     from nas_llm.search import SearchConfig
@@ -80,7 +80,7 @@ def demo_config(args, out: Path, resume: bool = False):
     return SearchConfig(out=str(out), model=args.model, objectives=["perplexity_reformed", "params_ratio"],
                         constraints=[f"params_ratio in [{max(0.05, hi - 0.03):.4g},{hi:.4g}]"], allow_layer_drop=False,
                         importance="wanda", evaluations=args.evaluations, pop_size=8, calib_samples=8, ppl_samples=4,
-                        ppl_seq_len=256, screen=0.25, halving=4, sens_samples=2, sens_seq_len=256, sens_points=1,
+                        ppl_seq_len=256, screen=0.25, halving=4, sens_samples=4, sens_seq_len=256, sens_points=1,
                         resume=resume)
 
 

@@ -90,12 +90,12 @@ class SearchConfig:
     head_chunk: int = _opt(256, "perplexity objectives: tokens per LM-head chunk (0: the full logits at once)", lo=0)
     alloc: bool = _opt(True, "no allocation seeds (first generation: per-layer sensitivity + knapsack DP)",
                        flag="--no-alloc")
-    sens_samples: int = _opt(4, "allocation seeds: windows of the per-layer sensitivity measurement", lo=1)
+    sens_samples: int = _opt(8, "allocation seeds: windows of the per-layer sensitivity measurement", lo=1)
     sens_seq_len: int = _opt(256, "allocation seeds: tokens per sensitivity window", lo=2)
     sens_points: int = _opt(2, "allocation seeds: measured widths (and KV-group counts) per layer; the refit error "
                                "prices the others", lo=1)
     threads: int = _opt(0, "torch threads (0: the cores the load average leaves free, at least 1)", numbers=False, lo=0)
-    rescore_baselines: bool = _opt(True, "do not re-score the dense model and uniform baselines at full fidelity at the end",
+    rescore_baselines: bool = _opt(True, "do not re-score the feasible uniform baselines at full fidelity at the end",
                                    flag="--no-rescore-baselines", numbers=False)
     init: str = _opt("importance", "first generation", choices=INITS)
     ref_point: list[float] | None = _opt(None, "hypervolume reference point, comma-separated (default: nadir of "

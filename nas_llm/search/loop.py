@@ -261,8 +261,8 @@ class SearchLoop:
             return SearchResult.from_rows(sp.rows(), sp.names, sp.directions, self.ref)
         if self.folder is not None:
             sp.record_to(Journal(self.folder.path / d.rescore_file))
-        if self.rescore_baselines:
-            sp.rescore(sp.baselines())
+        if self.rescore_baselines:  # the ones that meet the constraints: what a pick is compared with
+            sp.rescore([r for r in sp.baselines() if r["feasible"]])
         res = self._write_generation()
         self._check_failures()
         return res
