@@ -58,6 +58,24 @@ def test_knapsack_beyond_its_resolution_stays_within_budget(monkeypatch):
     for b in (500, 1500, 3000):
         pick = A.knapsack(costs, weights, [b])[0]
         assert pick is None or sum(weights[g][j] for g, j in enumerate(pick)) <= b
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_knapsack_beyond_its_resolution_meets_the_real_floor(monkeypatch, seed):
+    """Rounded-up units can meet the floor in units while the real weight is below it: such picks are refused."""
+    import nas_llm.search.allocation as A
+
+    monkeypatch.setattr(A, "MAX_UNITS", 10)
+    rng = np.random.default_rng(seed)
+    costs = [list(rng.random(4)) for _ in range(5)]
+    weights = [list(rng.integers(0, 1000, 4)) for _ in range(5)]
+    total = sum(max(w) for w in weights)
+    for b in (total // 2, 3 * total // 4, total):
+        floor = b - total // 8
+        pick = A.knapsack(costs, weights, [b], floor=floor)[0]
+        if pick is not None:
+            w = sum(weights[g][j] for g, j in enumerate(pick))
+            assert floor <= w <= b
     assert MAX_UNITS > 10
 
 

@@ -171,10 +171,11 @@ def point_groups(d: RunData) -> list[PointGroup]:
         ("screened only (cheap low-fidelity values)", drawable & feasible & ~full & ~base, dict(size=6, opacity=0.3, symbol="circle-open")),
         ("infeasible (violates a constraint)", drawable & ~feasible & ~base, dict(size=7, opacity=0.3, symbol="x")),
     ]
-    fams = df.loc[drawable & base, "source"].astype(str).map(family) if "source" in df.columns else pd.Series(dtype=str)
+    base_shown = drawable & base & full  # a baseline left at a screening value would be drawn as if final
+    fams = df.loc[base_shown, "source"].astype(str).map(family) if "source" in df.columns else pd.Series(dtype=str)
     symbols = iter(SYMBOLS)
     for fam in sorted(set(fams), key=lambda f: (f != "dense", f != "uniform", f)):
-        fam_mask = drawable & base & (df["source"].astype(str).map(family) == fam)
+        fam_mask = base_shown & (df["source"].astype(str).map(family) == fam)
         sym = "star" if fam == "dense" else next(symbols, "diamond")
         masks.append((f"baseline: {fam}" if fam != "dense" else "dense model", fam_mask,
                       dict(size=14 if fam == "dense" else 11, opacity=1.0, symbol=sym, line=dict(width=1.5, color="black"))))

@@ -59,9 +59,22 @@ def knapsack(costs: Sequence[Sequence[float]], weights: Sequence[Sequence[int]],
         if low > room:
             out.append(None)
             continue
-        end = low + int(np.argmin(best[low : room + 1]))
-        out.append(None if not np.isfinite(best[end]) else _backtrack(choice, units, end))
+        out.append(_cheapest_above(best, choice, units, w, low, room, floor))
     return out
+
+
+def _cheapest_above(best: np.ndarray, choice: list[np.ndarray], units: list[np.ndarray], w: list[np.ndarray],
+                    low: int, room: int, floor: float | None) -> list[int] | None:
+    """The cheapest choice ending in ``[low, room]`` units whose *real* weight meets ``floor``: with rounded-up
+    units, meeting ``low`` in units does not guarantee the real floor, so ends are tried cheapest first."""
+    ends = low + np.argsort(best[low : room + 1], kind="stable")
+    for end in ends.tolist():
+        if not np.isfinite(best[end]):
+            return None
+        pick = _backtrack(choice, units, end)
+        if floor is None or sum(int(g[j]) for g, j in zip(w, pick)) >= floor:
+            return pick
+    return None
 
 
 def _forward(c: list[np.ndarray], units: list[np.ndarray], cap: int) -> tuple[np.ndarray, list[np.ndarray]]:

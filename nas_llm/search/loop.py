@@ -261,8 +261,9 @@ class SearchLoop:
             return SearchResult.from_rows(sp.rows(), sp.names, sp.directions, self.ref)
         if self.folder is not None:
             sp.record_to(Journal(self.folder.path / d.rescore_file))
-        if self.rescore_baselines:  # the ones that meet the constraints: what a pick is compared with
-            sp.rescore([r for r in sp.baselines() if r["feasible"]])
+        if self.rescore_baselines:  # the ones that meet the constraints (what a pick is compared with) and the
+            # dense model (its windows are cached: free); the report leaves out baselines still at screening values
+            sp.rescore([r for r in sp.baselines() if r["feasible"] or r.get("source") == "dense"])
         res = self._write_generation()
         self._check_failures()
         return res

@@ -164,14 +164,16 @@ def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[
     if not config.alloc or config.init != "importance" or config.join or obj is None:
         return None
     sp.setup()
-    probe = obj.with_windows(config.sens_samples, config.sens_seq_len, dtype=config.screen_dtype)
+    # fp32 always: the dense baseline comes from the fp32 prefix cache and layers before a cut reuse fp32
+    # states, so a bf16 probe would add a layer-dependent offset as large as one layer's cost
+    probe = obj.with_windows(config.sens_samples, config.sens_seq_len, dtype=None)
     from nas_llm.model.loading import model_fingerprint
 
     keyed = {"model_fingerprint": model_fingerprint(sp.ctx.model), "objective": obj.name,
              "objective_args": config.objective_args().get(obj.name), "importance": config.importance,
              "calibration": [config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed],
              "granularity": config.granularity, "windows": [config.sens_samples, config.sens_seq_len],
-             "dtype": config.screen_dtype, "points": config.sens_points}
+             "dtype": "float32", "points": config.sens_points}
     ratios = list(seed_ratios(sp.constraints) or DEFAULT_RATIOS)
     lo, hi = min(ratios), max(ratios)
     # measure down to twice the uniform cut at the smallest size asked for (at least half the MLP): deep
