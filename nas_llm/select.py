@@ -27,18 +27,21 @@ class Objectives:
 
     names: list[str]
     directions: list[str]
+    # name -> the objective's own settings from run.json (e.g. llama.cpp runtime, GGUF type, threads)
+    details: dict[str, dict] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def of(cls, settings: dict[str, Any], df: pd.DataFrame | None = None) -> "Objectives":
         objs = settings.get("objectives") or []
         names = [o["name"] if isinstance(o, dict) else str(o) for o in objs]
         dirs = [o.get("direction", "minimize") if isinstance(o, dict) else "minimize" for o in objs]
+        details = {o["name"]: o["settings"] for o in objs if isinstance(o, dict) and isinstance(o.get("settings"), dict)}
         if not names and df is not None:  # an older/hand-made run: guess from the usual column names
             names = [c for c in df.columns if _is_ppl(c) or _is_latency(c)]
             dirs = ["minimize"] * len(names)
         if not names:
             raise ValueError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
-        return cls(names, dirs)
+        return cls(names, dirs, details)
 
     def find(self, pred) -> str | None:
         return next((n for n in self.names if pred(n)), None)
@@ -162,14 +165,26 @@ def _fmt(v: Any) -> str:
     return f"{f:.4g}"
 
 
-def label(col: str) -> str:
-    """A column name as people read it (unit, and whether it is an estimate)."""
+def runtime_text(settings: dict | None) -> str:
+    """``llama.cpp q4_k_m, 2 threads, decode after 128 tokens``: where and how a latency was timed ('' if unknown)."""
+    s = settings or {}
+    if not s.get("runtime"):
+        return ""
+    what = (f"prefill of {s['n_tokens']} tokens" if s.get("mode") == "prefill" else
+            f"decode after {s['n_context']} tokens" if s.get("mode") == "decode" else s.get("mode", ""))
+    parts = [f"{s['runtime']} {s.get('type', '')}".strip(), f"{s['threads']} threads" if s.get("threads") else "", what]
+    return ", ".join(p for p in parts if p)
+
+
+def label(col: str, objectives: "Objectives | None" = None) -> str:
+    """A column name as people read it (unit, whether it is an estimate, and the runtime it was timed in)."""
     known = {"latency": "latency (ms)", "latency_lut": "latency (ms, lookup-table estimate)", "perplexity": "perplexity",
              "perplexity_reformed": "perplexity after reformation",
+             "latency_llamacpp": "llama.cpp latency (ms)", "latency_llamacpp_lut": "llama.cpp latency (ms, lookup-table estimate)",
              "ppl": "perplexity", "params_ratio": "decoder params ratio"}
-    if col in known:
-        return known[col]
-    return f"{col} (ms)" if col.startswith("latency") else col
+    text = known.get(col) or (f"{col} (ms)" if col.startswith("latency") else col)
+    runtime = runtime_text(objectives.details.get(col)) if objectives is not None else ""
+    return f"{text[:-1]}; {runtime})" if runtime and text.endswith(")") else f"{text} ({runtime})" if runtime else text
 
 
 # -- rules ---------------------------------------------------------------------------------------------

@@ -30,18 +30,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nas_llm.errors import NasLLMError
 from search_spaces import get_family
 
 from .atomic import atomic_path
+from .gguf_vocab import GGUFError, add_tokenizer
 from .llamacpp import OUTTYPES, LlamaCppError, check_loads, check_outtype, quantize
 
 SOURCE_GGUF_ATTR = "nas_llm_source_gguf"  # config attribute set by load_model for models read from a GGUF
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
-
-
-class GGUFError(NasLLMError, ValueError):
-    """A model that cannot be written as a GGUF llama.cpp runs, or a GGUF llama.cpp refused."""
 
 
 @dataclass(frozen=True)
@@ -255,78 +251,14 @@ def _hparams(writer: Any, model: nn.Module, arch: Arch, shapes: list[LayerShape]
     _warn_window(cfg)
 
 
-# -- tokenizer ----------------------------------------------------------------------------------
-def _copy_tokenizer(writer: Any, source: str | os.PathLike, n_vocab: int) -> None:
-    """Every ``tokenizer.*`` key of the GGUF the model was read from (tokens, merges, specials, chat template)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(source))
-    tok = reader.fields.get("tokenizer.ggml.tokens")
-    if tok is None:
-        raise GGUFError(f"{source} has no tokenizer.ggml.tokens; pass the HF tokenizer instead")
-    if len(tok.data) != n_vocab:
-        raise GGUFError(f"{source} has {len(tok.data)} tokens, the model's embeddings {n_vocab} rows")
-    for name, f in reader.fields.items():
-        if name.startswith("tokenizer."):
-            vtype = f.types[0]
-            writer.add_key_value(name, f.contents(), vtype, f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
-
-
-def _bpe_pre(tj: dict) -> str | None:
-    """llama.cpp's pre-tokenizer name when the HF pre-tokenizer is plain GPT-2 byte-level; else unknown."""
-    pre = tj.get("pre_tokenizer") or {}
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt-2"
-    return None
-
-
-def _hf_tokenizer(writer: Any, tokenizer: Any, n_vocab: int, tokenizer_pre: str | None) -> None:
-    """Vocabulary from an HF fast tokenizer through gguf-py's vocab classes (GPT-2 BPE or SentencePiece-BPE)."""
-    import gguf
-
-    with tempfile.TemporaryDirectory() as d:
-        tokenizer.save_pretrained(d)
-        tj_file = Path(d) / "tokenizer.json"
-        if not tj_file.is_file():
-            raise GGUFError("the tokenizer has no tokenizer.json (a slow tokenizer); load it with use_fast=True")
-        tj = json.loads(tj_file.read_text())
-        model_type = (tj.get("model") or {}).get("type")
-        if model_type == "BPE" and (tj["model"].get("byte_fallback") or (tj.get("decoder") or {}).get("type") != "ByteLevel"):
-            vocab, kind = gguf.vocab.LlamaHfVocab(Path(d)), "llama"
-        elif model_type == "BPE":
-            vocab, kind = gguf.vocab.BpeVocab(Path(d)), "gpt2"
-            tokenizer_pre = tokenizer_pre or _bpe_pre(tj)
-            if tokenizer_pre is None:
-                raise GGUFError("cannot tell which llama.cpp pre-tokenizer matches this BPE tokenizer; pass "
-                                "tokenizer_pre=NAME (CLI: --tokenizer-pre), the tokenizer.ggml.pre llama.cpp's "
-                                "convert_hf_to_gguf.py writes for the model, e.g. llama-bpe, qwen2, smollm, gpt-2")
-        else:
-            raise GGUFError(f"llama.cpp has no {model_type} tokenizer model; GGUF export converts BPE tokenizers "
-                            "(GPT-2 byte-level or SentencePiece-style)")
-        texts, scores, types = [], [], []
-        for text, score, ttype in vocab.all_tokens():
-            texts.append(text)
-            scores.append(score)
-            types.append(ttype)
-        if len(texts) > n_vocab:
-            raise GGUFError(f"the tokenizer has {len(texts)} tokens, the model's embeddings only {n_vocab} rows")
-        for i in range(len(texts), n_vocab):  # as llama.cpp's converter pads a vocabulary smaller than the embeddings
-            texts.append(f"[PAD{i}]".encode())
-            scores.append(-1000.0)
-            types.append(gguf.TokenType.UNUSED)
-        writer.add_tokenizer_model(kind)
-        if kind == "gpt2":
-            writer.add_tokenizer_pre(tokenizer_pre)
-        writer.add_token_list(texts)
-        writer.add_token_scores(scores)
-        writer.add_token_types(types)
-        gguf.SpecialVocab(Path(d), load_merges=kind == "gpt2", n_vocab=n_vocab).add_to_gguf(writer, quiet=True)
-
-
 # -- writing ------------------------------------------------------------------------------------
 def write_f32(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None, *, arch: Arch, source_gguf: Any = None,
-              tokenizer_pre: str | None = None, name: str | None = None, permute: bool | None = None) -> None:
-    """Write ``model`` as an f32 GGUF of architecture ``arch`` to ``path`` (no checks, no rename)."""
+              tokenizer_pre: str | None = None, name: str | None = None, permute: bool | None = None,
+              metadata: dict[str, Any] | None = None) -> None:
+    """Write ``model`` as an f32 GGUF of architecture ``arch`` to ``path`` (no checks, no rename).
+
+    ``metadata``: extra ``nas_llm.KEY`` strings (where the subnet came from); llama.cpp ignores them.
+    """
     import gguf
 
     n_vocab = model.get_input_embeddings().weight.shape[0]
@@ -335,13 +267,10 @@ def write_f32(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None, 
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     shapes = layer_shapes(model)
     _hparams(writer, model, arch, shapes)
+    for k, v in (metadata or {}).items():
+        writer.add_string(f"nas_llm.{k}", v if isinstance(v, str) else json.dumps(v))
     freqs = _rope(writer, model, arch)
-    if source_gguf is not None:
-        _copy_tokenizer(writer, source_gguf, n_vocab)
-    elif tokenizer is not None:
-        _hf_tokenizer(writer, tokenizer, n_vocab, tokenizer_pre)
-    else:
-        raise GGUFError("a GGUF carries its tokenizer: pass the HF tokenizer, or source_gguf= the GGUF the model came from")
+    add_tokenizer(writer, n_vocab, tokenizer, source_gguf, tokenizer_pre)
     if freqs is not None:
         writer.add_tensor(_name(gguf.MODEL_TENSOR.ROPE_FREQS), freqs)
     for tname, arr in tensors(model, arch, permute):
@@ -352,9 +281,17 @@ def write_f32(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None, 
     writer.close()
 
 
+def read_arch(path: str | os.PathLike) -> str:
+    """``general.architecture`` of a GGUF file."""
+    import gguf
+
+    return str(gguf.GGUFReader(str(path)).fields["general.architecture"].contents())
+
+
 def export_gguf(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None, *, outtype: str = "f32",
                 overwrite: bool = False, source_gguf: str | os.PathLike | None = None, arch: str | None = None,
-                check: bool = True, threads: int = 0, tokenizer_pre: str | None = None, name: str | None = None) -> Path:
+                check: bool = True, threads: int = 0, tokenizer_pre: str | None = None, name: str | None = None,
+                metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (dense, sliced or reformed) as a GGUF llama.cpp runs; returns the file.
 
     ``outtype``: one of :data:`OUTTYPES` (f16 and quantised types come from llama.cpp's quantiser).
@@ -376,7 +313,7 @@ def export_gguf(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None
     source = source_gguf if source_gguf is not None else getattr(model.config, SOURCE_GGUF_ATTR, None)
     if source is not None and not Path(source).is_file():
         raise FileNotFoundError(f"source GGUF {source} (whose tokenizer the export copies) is missing")
-    kw = dict(arch=spec, source_gguf=source, tokenizer_pre=tokenizer_pre, name=name)
+    kw = dict(arch=spec, source_gguf=source, tokenizer_pre=tokenizer_pre, name=name, metadata=metadata)
     with atomic_path(out) as tmp:
         if outtype == "f32":
             write_f32(model, tmp, tokenizer, **kw)
@@ -397,4 +334,4 @@ def export_gguf(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None
 
 
 __all__ = ["ARCHS", "Arch", "FAMILY_ARCHS", "GGUFError", "LayerShape", "OUTTYPES", "SOURCE_GGUF_ATTR", "choose_arch",
-           "export_gguf", "layer_shapes", "permute_rotary", "problems", "tensors", "write_f32"]
+           "export_gguf", "layer_shapes", "permute_rotary", "problems", "read_arch", "tensors", "write_f32"]

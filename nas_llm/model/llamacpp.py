@@ -42,8 +42,14 @@ def require() -> Any:
 
 
 def default_threads() -> int:
-    """llama-cpp-python's own default (half the logical CPUs, at least one); recorded wherever timings are."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    """The physical cores (llama.cpp's own default), else the logical CPUs; recorded wherever timings are."""
+    try:
+        import psutil  # a dependency of accelerate
+
+        n = psutil.cpu_count(logical=False)
+    except ImportError:
+        n = None
+    return max(1, n or os.cpu_count() or 1)
 
 
 def check_outtype(outtype: str) -> str:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from nas_llm.model.atomic import atomic_write_text
 from nas_llm.run import EXPORTS_FILE, Run
-from nas_llm.select import Objectives, by_knee, front_mask, full_fidelity, label, load
+from nas_llm.select import Objectives, by_knee, front_mask, full_fidelity, label, load, runtime_text
 
 POINTS_META = "subnets"  # every trace whose meta is this holds evaluated subnets, one point each
 BASELINE_PREFIXES = ("baseline", "uniform", "dense")
@@ -207,7 +207,7 @@ def front_figure(run: Run | str | Path | RunData, log_y: bool = True):
     fig.update_layout(
         title=f"{_label(y)} vs {_label(x)}: {int(drawable.sum())} evaluated subnets, {int((drawable & d.front).sum())} on the front"
               + (f" ({n_base_front} of them {'a baseline' if n_base_front == 1 else 'baselines'})" if n_base_front else ""),
-        xaxis_title=_label(x) + "  (lower is better)",
+        xaxis_title=_label(x, d.obj) + "  (lower is better)",
         yaxis_title=_label(y) + ("  (log scale, lower is better)" if log_y else "  (lower is better)"),
         yaxis_type="log" if log_y else "linear", template="plotly_white", height=620,
         legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
@@ -227,8 +227,8 @@ def _ax(v: float, log: bool) -> float:
     return float(np.log10(v)) if log and v > 0 else v
 
 
-def _label(col: str) -> str:
-    return label(col)
+def _label(col: str, obj: Objectives | None = None) -> str:
+    return label(col, obj)
 
 
 def _layer_traces(d: RunData, rid: int, visible: bool = True):
@@ -460,7 +460,11 @@ window.addEventListener('load', () => {
 """
 
 
-def _latency_text(col: str) -> str:
+def _latency_text(col: str, obj: Objectives | None = None) -> str:
+    runtime = runtime_text(obj.details.get(col)) if obj is not None else ""
+    if runtime:
+        kind = "predicted from a lookup table of per-layer timings" if col.endswith("_lut") else "measured"
+        return f"{kind} in {runtime} on the search machine"
     if col == "latency_lut":
         return "predicted from a per-layer lookup table of timings measured on the search machine"
     if col.startswith("latency"):
@@ -523,7 +527,7 @@ def build_html(run: Run | str | Path, row_id: int | None = None) -> str:
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="sub">Every point is one evaluated subnet. Perplexity is on a calibration split (not a test set); latency is
-{html.escape(_latency_text(d.x))}. Reformed subnets show their reformed values, with a red arrow from where they were before
+{html.escape(_latency_text(d.x, d.obj))}. Reformed subnets show their reformed values, with a red arrow from where they were before
 reformation. Test-set perplexity and zero-shot accuracy appear under "Evaluated exports" once an export was evaluated.</p>
 <div class="kv">{''.join(f'<b>{html.escape(k)}</b><span>{html.escape(str(v))}</span>' for k, v in info.items())}</div>
 {knee_line}

@@ -272,7 +272,9 @@ class SearchProblem:
     def describe(self) -> dict:
         """What run.json stores about the problem."""
         return {
-            "objectives": [{"name": o.name, "direction": o.direction, "unit": getattr(o, "unit", "")} for o in self.objectives],
+            "objectives": [{"name": o.name, "direction": o.direction, "unit": getattr(o, "unit", ""),
+                            **({"settings": o.settings()} if callable(getattr(o, "settings", None)) else {})}
+                           for o in self.objectives],
             "constraints": [{"objective": c.objective, "lo": c.lo, "hi": c.hi} for c in self.constraints],
             "screen_fidelity": self.screen_fidelity,
             "search_columns": self.search_columns,
