@@ -82,3 +82,18 @@ def test_hf_format_rejects_gguf_options(tmp_path, capsys):
     run = _run(tmp_path)
     assert main(["export", str(run.path), "--pick", "knee", "--type", "q8_0", "--out", str(tmp_path / "d")]) == 2
     assert "apply to --format gguf" in capsys.readouterr().err
+
+
+def test_demo_ending_runs_the_subnet_and_the_dense_model_in_llama_cpp(tmp_path, capsys):
+    import nas_llm
+    from nas_llm.cli.demo import run_in_llamacpp
+    from search_spaces import SubnetSpace
+
+    model = tiny_model("llama-gqa")
+    space = SubnetSpace.from_model(model, granularity=16)
+    sub = nas_llm.slice_model(model, __import__("search_spaces").Ranking.identity(4, 3, 96).resolve(space.uniform(2, 48, drop=[3])))
+    res = run_in_llamacpp(model, sub, bpe_tokenizer(), tmp_path, "q8_0", prompt="the cat", n_tokens=8)
+    out = capsys.readouterr().out
+    assert "[demo] llama.cpp subnet (q8_0" in out and "tokens/s" in out and "llama-cli -m" in out
+    assert res["subnet"]["gguf"].endswith("subnet.q8_0.gguf") and res["dense"]["mib"] > 0 and res["decode_speedup"] > 0
+    assert isinstance(res["subnet"]["text"], str) and nas_llm.export_gguf is not None

@@ -119,3 +119,24 @@ def test_search_records_the_runtime_and_select_and_report_use_it(tmp_path, monke
     html = build_html(run)
     assert "llama.cpp q8_0, 1 threads, decode after 16 tokens" in html
     assert json.loads(run.settings_file.read_text())["objectives"][0]["settings"]["runtime"] == "llama.cpp"
+
+
+def test_latency_cli_with_the_llamacpp_runtime(tmp_path, monkeypatch, capsys):
+    from nas_llm.cli import main
+
+    monkeypatch.setenv("NAS_LLM_CACHE", str(tmp_path / "cache"))
+    tiny_model("llama-gqa").save_pretrained(tmp_path / "m")
+    bpe_tokenizer().save_pretrained(tmp_path / "m")
+    common = ["--model", str(tmp_path / "m"), "--runtime", "llamacpp", "--type", "f16", "--threads", "1", "--seq-len", "16",
+              "--rounds", "1", "--granularity", "16", "--mode", "both"]
+    assert main(["latency", "measure", *common, "--ratio", "0.6", "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "prefill  subnet" in out and "decode   subnet" in out and "[llama.cpp f16 1 threads" in out
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["results"]["decode"]["settings"]["type"] == "f16" and set(m["results"]["prefill"]) == {"settings", "dense", "subnet"}
+    assert main(["latency", "validate", *common, "--n", "3", "--json", str(tmp_path / "v.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("lookup table vs measured: Spearman") == 2
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["runtime"] == "llamacpp" and len(v["modes"]["prefill"]["measured_s"]) == 3
+    assert list((tmp_path / "cache" / "latency").glob("lut-llamacpp-*.json"))

@@ -187,20 +187,21 @@ def time_decode(llm: Any, prompt: Sequence[int], tokens: Sequence[int]) -> float
 
 
 def generate(llm: Any, prompt: str, n_tokens: int = 32) -> tuple[str, float]:
-    """Greedy text after ``prompt`` and the decode speed in tokens/s (prompt excluded)."""
+    """Greedy text after ``prompt`` (up to the first end-of-sequence token) and the decode speed in
+    tokens/s over all ``n_tokens`` steps (the prompt excluded; steps after an end token are still timed)."""
     ids = llm.tokenize(prompt.encode(), add_bos=True)
     llm.reset()
     llm.eval(ids)
     out: list[int] = []
     t0 = time.perf_counter()
     for _ in range(n_tokens):
-        tok = llm.sample(top_k=1, temp=0.0)
-        if llm.token_eos() == tok:
-            break
-        out.append(int(tok))
+        tok = int(llm.sample(top_k=1, temp=0.0))
+        out.append(tok)
         llm.eval([tok])
     dt = time.perf_counter() - t0
-    return llm.detokenize(out).decode("utf-8", errors="replace"), len(out) / dt if dt > 0 else float("nan")
+    eos = llm.token_eos()
+    text = out[: out.index(eos)] if eos in out else out
+    return llm.detokenize(text).decode("utf-8", errors="replace"), n_tokens / dt if dt > 0 else float("nan")
 
 
 def version() -> str:
