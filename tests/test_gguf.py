@@ -216,3 +216,23 @@ def test_scaled_rope(rope, tmp_path):
     sliced = slice_model(model, _random_ranking(model, 10).resolve(_nonuniform(model, 10)))
     path = export_gguf(sliced, tmp_path / "r.gguf", bpe_tokenizer(), check=False)
     assert _diff(sliced, path, _ids(10, 40)) < ATOL
+
+
+def test_sentencepiece_style_tokenizer_is_converted(tmp_path):
+    """Llama-2/Mistral-style BPE with byte fallback: llama.cpp's 'llama' tokenizer, same ids as HF's, same logits."""
+    from transformers import AutoModelForCausalLM
+
+    from tiny_bpe import spm_tokenizer
+
+    base = tiny_model("mistral")
+    cfg = base.config
+    cfg.vocab_size = 320
+    torch.manual_seed(11)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    tok = spm_tokenizer()
+    path = export_gguf(model, tmp_path / "spm.gguf", tok)
+    llm = _cpp(path)
+    for text in ["the theme", "hello world", "tthe the\nthé", "athe"]:
+        assert llm.tokenize(text.encode(), add_bos=False) == tok(text, add_special_tokens=False).input_ids
+    assert llm.token_bos() == 1 and llm.token_eos() == 2 and llm.n_vocab() == 320
+    assert _diff(model, path, _ids(11)) < ATOL

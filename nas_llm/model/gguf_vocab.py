@@ -80,6 +80,10 @@ def _hf_tokenizer(writer: Any, tokenizer: Any, n_vocab: int, tokenizer_pre: str 
                             "(GPT-2 byte-level or SentencePiece-style)")
         texts, scores, types = [], [], []
         for text, score, ttype in vocab.all_tokens():
+            if kind == "llama" and ttype == gguf.TokenType.NORMAL:
+                # LlamaHfVocab leaves every score at -1000; llama.cpp's SentencePiece tokenizer merges the
+                # highest score first, and a SentencePiece BPE orders its pieces by merge: score = -id
+                score = -float(len(texts))
             texts.append(text)
             scores.append(score)
             types.append(ttype)
