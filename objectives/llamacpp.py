@@ -39,7 +39,8 @@ def runtime_settings(obj: Any) -> dict[str, Any]:
     from nas_llm.model import llamacpp
 
     return {"runtime": "llama.cpp", "llama_cpp": llamacpp.version(), "type": obj.type, "threads": obj.threads,
-            "mode": obj.mode, "n_tokens": obj.n_tokens, "n_context": obj.n_context, "n_decode": obj.n_decode}
+            "mode": obj.mode, "n_tokens": obj.n_tokens, "n_context": obj.n_context, "n_decode": obj.n_decode,
+            "flash_attn": obj.flash_attn}
 
 
 def _device(outtype: str, threads: int) -> str:
@@ -48,7 +49,8 @@ def _device(outtype: str, threads: int) -> str:
 
 def measure_ggufs(paths: Mapping[str, str | os.PathLike], mode: str = "decode", *, threads: int | None = None,
                   n_tokens: int = 512, n_context: int = 128, n_decode: int = 32, rounds: int = 3, reps: int = 2,
-                  stat: str = "median", outtype: str = "?", seed: int = 0, progress: bool = False) -> dict[str, LatencyResult]:
+                  stat: str = "median", outtype: str = "?", seed: int = 0, progress: bool = False,
+                  flash_attn: bool = True) -> dict[str, LatencyResult]:
     """Per GGUF, the median over interleaved rounds of seconds per prefill (``n_tokens``) or per decoded token."""
     from nas_llm.model import llamacpp
 
@@ -64,7 +66,7 @@ def measure_ggufs(paths: Mapping[str, str | os.PathLike], mode: str = "decode", 
     bar = tqdm(total=rounds * len(paths), desc=f"llama.cpp {mode}", disable=not progress, leave=False)
     for _ in range(rounds):
         for name, path in paths.items():
-            llm = llamacpp.open_model(path, n_ctx=n_ctx, threads=threads, n_batch=max(512, n_tokens))
+            llm = llamacpp.open_model(path, n_ctx=n_ctx, threads=threads, n_batch=max(512, n_tokens), flash_attn=flash_attn)
             ids = rng.integers(0, llm.n_vocab(), size=n_tokens if mode == "prefill" else n_context + n_decode).tolist()
             if mode == "prefill":
                 llamacpp.time_prefill(llm, ids)  # warm-up
@@ -92,7 +94,7 @@ class LatencyLlamaCpp(Objective):
     """A subnet's latency in llama.cpp in ms (minimize): its GGUF of ``type`` timed against the dense model's.
 
     ``mode="decode"``: ms per token decoded after a ``n_context``-token prompt; ``"prefill"``: ms to
-    process a ``n_tokens``-token prompt. Each score writes the subnet's GGUF into a temporary folder
+    process a ``n_tokens``-token prompt. ``flash_attn`` as llama.cpp's own tools run on a CPU. Each score writes the subnet's GGUF into a temporary folder
     (the dense GGUF once) and measures both interleaved; :attr:`last` keeps both results.
     """
 
@@ -100,14 +102,14 @@ class LatencyLlamaCpp(Objective):
 
     def __init__(self, type: str = "q4_k_m", threads: int | None = None, mode: str = "decode", n_tokens: int = 512,
                  n_context: int = 128, n_decode: int = 32, rounds: int = 3, reps: int = 2, stat: str = "median",
-                 workdir: str | os.PathLike | None = None):
+                 flash_attn: bool = True, workdir: str | os.PathLike | None = None):
         from nas_llm.model import llamacpp
 
         llamacpp.check_outtype(type)
         check_settings(mode, n_tokens, n_context, n_decode, rounds, reps, stat)
         self.type, self.threads = type, int(threads or llamacpp.default_threads())
         self.mode, self.n_tokens, self.n_context, self.n_decode = mode, n_tokens, n_context, n_decode
-        self.rounds, self.reps, self.stat = rounds, reps, stat
+        self.rounds, self.reps, self.stat, self.flash_attn = rounds, reps, stat, flash_attn
         self._tmp = tempfile.TemporaryDirectory(prefix="nas-llm-gguf-", dir=workdir)
         self.last: dict[str, LatencyResult] = {}
 
@@ -133,7 +135,8 @@ class LatencyLlamaCpp(Objective):
         if subnet != ctx.space.dense():
             paths["subnet"] = self.gguf(ctx.sliced(subnet), ctx.tokenizer, "subnet")
         res = measure_ggufs(paths, self.mode, threads=self.threads, n_tokens=self.n_tokens, n_context=self.n_context,
-                            n_decode=self.n_decode, rounds=self.rounds, reps=self.reps, stat=self.stat, outtype=self.type)
+                            n_decode=self.n_decode, rounds=self.rounds, reps=self.reps, stat=self.stat, outtype=self.type,
+                            flash_attn=self.flash_attn)
         res.setdefault("subnet", res["dense"])
         self.last = res
         return res

@@ -37,8 +37,9 @@ class LlamaCppLUT(LookupTablePredictor):
 
     def __init__(self, type: str = "q4_k_m", threads: int | None = None, mode: str = "decode", n_tokens: int = 512,
                  n_context: int = 128, n_decode: int = 32, granularity: int = 64, probe_layers: int = 8,
-                 neuron_stride: int = 1, rounds: int = 3, reps: int = 2, stat: str = "median", tokenizer: Any = None,
-                 cache_dir: str | os.PathLike | None = None, refresh: bool = False, progress: bool = True):
+                 neuron_stride: int = 1, rounds: int = 3, reps: int = 2, stat: str = "median", flash_attn: bool = True,
+                 tokenizer: Any = None, cache_dir: str | os.PathLike | None = None, refresh: bool = False,
+                 progress: bool = True):
         from nas_llm.model import llamacpp
 
         llamacpp.check_outtype(type)
@@ -48,7 +49,7 @@ class LlamaCppLUT(LookupTablePredictor):
         self.type, self.threads = type, int(threads or llamacpp.default_threads())
         self.mode, self.n_tokens, self.n_context, self.n_decode = mode, n_tokens, n_context, n_decode
         self.granularity, self.probe_layers, self.neuron_stride = granularity, probe_layers, neuron_stride
-        self.rounds, self.reps, self.stat, self.tokenizer = rounds, reps, stat, tokenizer
+        self.rounds, self.reps, self.stat, self.tokenizer, self.flash_attn = rounds, reps, stat, tokenizer, flash_attn
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache()
         self.refresh, self.progress = refresh, progress
         self.table: dict | None = None
@@ -106,7 +107,7 @@ class LlamaCppLUT(LookupTablePredictor):
                 paths[name] = self._gguf(slice_model(model, rank.resolve(sub)), Path(tmp) / f"{name}.gguf", export_gguf)
             res = measure_ggufs(paths, self.mode, threads=self.threads, n_tokens=self.n_tokens, n_context=self.n_context,
                                 n_decode=self.n_decode, rounds=self.rounds, reps=self.reps, stat=self.stat,
-                                outtype=self.type, progress=self.progress)
+                                outtype=self.type, progress=self.progress, flash_attn=self.flash_attn)
         t = {name: r.median_s for name, r in res.items()}
         return self._table(t, k, L, G, I, points, odd) | {"spread": {n: r.spread for n, r in res.items()}}
 
@@ -165,13 +166,13 @@ def validate_llamacpp(model: nn.Module, tokenizer: Any, predictor: LlamaCppLUT, 
     d = get_family(model).dims(model.config)
     rank = ranking or Ranking.identity(d.num_layers, d.num_kv_heads, d.intermediate)
     timer = LatencyLlamaCpp(predictor.type, predictor.threads, predictor.mode, predictor.n_tokens, predictor.n_context,
-                            predictor.n_decode, predictor.rounds, predictor.reps, predictor.stat)
+                            predictor.n_decode, predictor.rounds, predictor.reps, predictor.stat, predictor.flash_attn)
     paths = {"dense": timer.gguf(model, tokenizer, "dense")}
     for i, s in enumerate(subnets):
         paths[f"s{i}"] = timer.gguf(slice_model(model, rank.resolve(s)), tokenizer, f"s{i}")
     res = measure_ggufs(paths, predictor.mode, threads=timer.threads, n_tokens=timer.n_tokens, n_context=timer.n_context,
                         n_decode=timer.n_decode, rounds=timer.rounds, reps=timer.reps, stat=timer.stat,
-                        outtype=timer.type, progress=progress)
+                        outtype=timer.type, progress=progress, flash_attn=timer.flash_attn)
     meas = [res[f"s{i}"].median_s for i in range(len(subnets))]
     pred = [predictor.predict(s) for s in subnets]
     return {"settings": predictor.settings(), "measured_s": meas, "pred_s": pred, "dense_s": res["dense"].median_s,

@@ -48,7 +48,8 @@ def test_objective_scores_a_subnet_against_the_dense_gguf():
     ms = obj.score(sub, ctx)
     assert ms == pytest.approx(obj.last["subnet"].median_s * 1e3) and ms > 0 and set(obj.last) == {"dense", "subnet"}
     assert obj.settings() | {"llama_cpp": "x"} == {"runtime": "llama.cpp", "llama_cpp": "x", "type": "q8_0", "threads": 1,
-                                                    "mode": "decode", "n_tokens": 16, "n_context": 16, "n_decode": 4}
+                                                    "mode": "decode", "n_tokens": 16, "n_context": 16, "n_decode": 4,
+                                                    "flash_attn": True}
     assert obj.score(ctx.space.dense(), ctx) == pytest.approx(obj.last["dense"].median_s * 1e3)
     assert obj.kind == "latency" and obj.measured is True and obj.unit == "ms"
     with pytest.raises(ValueError, match="valid types: f32, f16, q8_0, q4_k_m"):

@@ -113,15 +113,20 @@ def check_loads(path: str | os.PathLike, timeout: float = 600) -> None:
 
 # -- in-process use -----------------------------------------------------------------------------------
 def open_model(path: str | os.PathLike, n_ctx: int = 512, threads: int | None = None, f32_kv: bool = False,
-               logits_all: bool = False, n_batch: int = 512) -> Any:
-    """A ``llama_cpp.Llama`` on ``path`` (CPU, quiet). ``f32_kv``: f32 K/V cache (exact comparisons)."""
+               logits_all: bool = False, n_batch: int = 512, flash_attn: bool = False) -> Any:
+    """A ``llama_cpp.Llama`` on ``path`` (CPU, quiet). ``f32_kv``: f32 K/V cache (exact comparisons).
+
+    ``flash_attn``: llama.cpp's own tools default to it where the backend has it (the CPU does);
+    llama-cpp-python turns it off unless asked. Without it llama.cpp pads the V cache of every layer to
+    the widest layer's, which taxes per-layer KV-head counts.
+    """
     llama_cpp = require()
     t = threads or default_threads()
     kv = dict(type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32) if f32_kv else {}
     b = min(n_batch, n_ctx)
     try:
         return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=b, n_ubatch=b, n_threads=t, n_threads_batch=t,
-                               logits_all=logits_all, verbose=False, **kv)
+                               logits_all=logits_all, flash_attn=flash_attn, verbose=False, **kv)
     except ValueError as e:
         raise LlamaCppError(f"llama.cpp cannot load {path}: {e}; run nas_llm.model.llamacpp.check_loads for its log") from e
 
