@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from nas_llm.model.gguf import export_gguf
-from nas_llm.model.slicing import slice_model
 from objectives import Context
 from objectives.llamacpp import LatencyLlamaCpp, measure_ggufs
 from objectives.llamacpp_lut import LatencyLlamaCppLUT, LlamaCppLUT, validate_llamacpp
