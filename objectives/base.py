@@ -231,10 +231,14 @@ def get_objective(spec: "str | Objective | Callable", **kwargs: Any) -> Objectiv
 
 
 def describe_objective(obj: Objective) -> dict[str, Any]:
-    """The run.json ``objectives`` entry of ``obj``: name, direction, traits and the import path it came from."""
+    """The run.json ``objectives`` entry of ``obj``: name, direction, traits, the import path it came from and,
+    when the objective has a ``settings()`` method, those settings (report and select show them)."""
     out = {"name": obj.name, "direction": obj.direction, **obj.traits.to_dict()}
     if obj.import_path:
         out["path"] = obj.import_path
+    settings = getattr(obj, "settings", None)
+    if callable(settings):  # how the value is obtained, e.g. the runtime, type and threads of a latency
+        out["settings"] = settings()
     return out
 
 
