@@ -288,18 +288,22 @@ def read_arch(path: str | os.PathLike) -> str:
     return str(gguf.GGUFReader(str(path)).fields["general.architecture"].contents())
 
 
+class GGUFTargetError(GGUFError, FileExistsError):
+    """A GGUF destination that must not be written or replaced."""
+
+
 def check_gguf_target(path: str | os.PathLike, overwrite: bool) -> Path:
     """The resolved output file, or an error before any work: ``overwrite`` only ever replaces a GGUF file."""
     out = Path(path).expanduser().resolve()
     if out.is_dir():
-        raise GGUFError(f"{out} is a folder; give the path of the .gguf file to write")
+        raise GGUFTargetError(f"{out} is a folder; give the path of the .gguf file to write")
     if out.exists() and not overwrite:
-        raise GGUFError(f"{out} exists; pass --overwrite (overwrite=True) to replace a previous GGUF there, or choose another --out")
+        raise GGUFTargetError(f"{out} exists; pass --overwrite (overwrite=True) to replace a previous GGUF there, or choose another --out")
     if out.exists():
         with open(out, "rb") as f:
             magic = f.read(4)
         if magic != b"GGUF":
-            raise GGUFError(f"--overwrite replaces only a GGUF file; {out} is not one (it does not start with 'GGUF'); "
+            raise GGUFTargetError(f"--overwrite replaces only a GGUF file; {out} is not one (it does not start with 'GGUF'); "
                             f"choose another --out")
     return out
 
