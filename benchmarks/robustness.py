@@ -139,7 +139,7 @@ def cases(env: Env) -> list[Case]:
         Case("search --constraint unknown objective", S(Path(new(33)), "--constraint", "latncy<=3"), clear=r"unknown objective 'latncy'"),
         Case("search nothing feasible", S(Path(new(34)), "--constraint", "perplexity<=1.0001"), expect="ok",
              post=lambda e: None),
-        Case("search bad choice --driver", S(Path(new(35)), "--driver", "foo"), clear=r"invalid choice"),
+        Case("search bad choice --driver", S(Path(new(35)), "--driver", "foo"), clear=r"invalid choice|[Dd]id you mean"),
         Case("search bad choice --importance", S(Path(new(36)), "--importance", "foo"), clear=r"invalid choice"),
         # -- search: model and data -------------------------------------------------------------------------
         Case("search --model missing path", ["search", "--out", new(40), "--model", "/nonexistent/model", "--evaluations", "4"],
@@ -236,7 +236,7 @@ def cases(env: Env) -> list[Case]:
         Case("evaluate --limit -5", ["evaluate", E, "--limit", "-5", "--ppl", "none"], clear=r"--limit must be > 0"),
         Case("evaluate --limit 2.5", ["evaluate", E, "--limit", "2.5", "--ppl", "none"], clear=r"whole number"),
         Case("evaluate --tasks foo", ["evaluate", E, "--tasks", "foo", "--ppl", "none"], clear=r"foo"),
-        Case("evaluate --ppl missing file", ["evaluate", E, "--ppl", "/nonexistent.txt", "--tasks", "none"], clear=r"nonexistent\.txt"),
+        Case("evaluate --ppl missing file", ["evaluate", E, "--ppl", "/nonexistent.txt", "--tasks", "none", "--seq-len", "64"], clear=r"nonexistent\.txt"),
         Case("evaluate --seq-len 1", ["evaluate", E, "--seq-len", "1", "--tasks", "none"], clear=r"--seq-len"),
         Case("evaluate --seq-len too long", ["evaluate", E, "--seq-len", "100000", "--tasks", "none"], clear=r"max_position"),
         Case("evaluate --batch-size 0", ["evaluate", E, "--batch-size", "0", "--tasks", "none"], clear=r"batch"),

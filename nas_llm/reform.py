@@ -73,6 +73,17 @@ def _rescorers(settings: dict[str, Any], objs: Objectives | None) -> tuple[list[
     return copied, rescored
 
 
+def check_pareto_ids(run: Run, ids: Sequence[int], df: pd.DataFrame | None = None) -> None:
+    """Refuse row ids that are not Pareto members of ``run`` (reform reforms the front)."""
+    df = run.table() if df is None else df
+    if df.empty or "pareto" not in df.columns:
+        raise ConfigError(f"{run.table_file} has no evaluations with a 'pareto' column; run the search first")
+    front = set(df.loc[df["pareto"].map(_is_true), "id"].astype(int))
+    bad = sorted({int(i) for i in ids} - front)
+    if bad:
+        raise ConfigError(f"--ids {bad}: not Pareto members of {run.path} (Pareto ids: {sorted(front)})")
+
+
 def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "admm", n_samples: int | None = None,
                seq_len: int | None = None, source: str | None = None, seed: int | None = None, rho: float = DEFAULT_RHO,
                iters: int = DEFAULT_ITERS, damp: float = DEFAULT_DAMP, batch_size: int = 8, progress: bool = True,
@@ -84,6 +95,8 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
     df = run.table()
     if df.empty or "pareto" not in df.columns:
         raise ConfigError(f"{run.table_file} has no evaluations with a 'pareto' column; run the search first")
+    if ids is not None:
+        check_pareto_ids(run, ids, df)
     cal = settings.get("calibration") or {}
     if not cal.get("source"):
         raise ConfigError(f"{run.settings_file} has no calibration settings (calibration.source/n_samples/seq_len/seed)")
@@ -103,12 +116,7 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
     ctx = Context(model, tokenizer, space, ranking, device=str(device), progress=progress)
     pareto = df["pareto"].map(_is_true)
     if ids is not None:
-        wanted = {int(i) for i in ids}
-        bad = sorted(wanted - set(df.loc[pareto, "id"].astype(int)))
-        if bad:
-            raise ConfigError(f"--ids {bad}: not Pareto members of {run.path} (Pareto ids: "
-                             f"{sorted(df.loc[pareto, 'id'].astype(int).tolist())})")
-        pareto &= df["id"].astype(int).isin(wanted)
+        pareto &= df["id"].astype(int).isin({int(i) for i in ids})
     rows = df.index[pareto].tolist()
     for col, empty in [*((f"{n}_reformed", float("nan")) for n in objectives), ("reformed", False), ("reform_time_s", float("nan"))]:
         if col not in df.columns:

@@ -208,6 +208,19 @@ def can_score_model(obj: Objective) -> bool:
     return getattr(type(obj), "score_model", Objective.score_model) is not Objective.score_model
 
 
+def _check_signature(fn: Callable, spec: Any) -> None:
+    """A function objective is called as ``fn(subnet, ctx)``: refuse one that cannot be, naming it."""
+    import inspect
+
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError:
+        raise ObjectiveTypeError(f"{spec!r} is not an objective: a function objective is called as fn(subnet, ctx), "
+                                 f"and {getattr(fn, '__name__', fn)}{inspect.signature(fn)} cannot be") from None
+    except ValueError:  # a builtin without a signature: let the call decide
+        pass
+
+
 def get_objective(spec: "str | Objective | Callable", **kwargs: Any) -> Objective:
     """An objective from a registered name, an import path, an instance, a class or a function."""
     obj = OBJECTIVES.resolve(spec) if isinstance(spec, str) else spec
@@ -216,6 +229,7 @@ def get_objective(spec: "str | Objective | Callable", **kwargs: Any) -> Objectiv
     elif isinstance(obj, Objective):
         inst = obj
     elif callable(obj):
+        _check_signature(obj, spec)
         inst = FunctionObjective(obj, name=spec.rsplit(":", 1)[-1] if isinstance(spec, str) else None)
     else:
         raise ObjectiveTypeError(f"{spec!r} is not an Objective, an Objective class or a function")

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from nas_llm.errors import ConfigError
 from search_spaces import Subnet
 
 from .base import OBJECTIVES, Context, Objective
@@ -26,12 +27,12 @@ from .latency import MODES, STATS, LatencyResult
 
 def check_settings(mode: str, n_tokens: int, n_context: int, n_decode: int, rounds: int, reps: int, stat: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"llama.cpp latency mode {mode!r} is not supported; use 'prefill' or 'decode'")
+        raise ConfigError(f"llama.cpp latency mode {mode!r} is not supported; use 'prefill' or 'decode'")
     for name, v in (("n_tokens", n_tokens), ("n_context", n_context), ("n_decode", n_decode), ("rounds", rounds), ("reps", reps)):
         if int(v) < 1:
-            raise ValueError(f"llama.cpp latency: {name} must be >= 1, got {v}")
+            raise ConfigError(f"llama.cpp latency: {name} must be >= 1, got {v}")
     if stat not in STATS:
-        raise ValueError(f"llama.cpp latency stat {stat!r} is not supported; use 'median' or 'min'")
+        raise ConfigError(f"llama.cpp latency stat {stat!r} is not supported; use 'median' or 'min'")
 
 
 def runtime_settings(obj: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from nas_llm.errors import ConfigError
 from search_spaces import Ranking, Subnet, SubnetSpace, get_family
 
 from .base import OBJECTIVES, Context
@@ -46,7 +47,7 @@ class LlamaCppLUT(LookupTablePredictor):
         llamacpp.check_outtype(type)
         check_settings(mode, n_tokens, n_context, n_decode, rounds, reps, stat)
         if probe_layers < 2 or neuron_stride < 1:
-            raise ValueError(f"probe_layers must be >= 2 and neuron_stride >= 1, got {probe_layers}, {neuron_stride}")
+            raise ConfigError(f"probe_layers must be >= 2 and neuron_stride >= 1, got {probe_layers}, {neuron_stride}")
         self.type, self.threads = type, int(threads or llamacpp.default_threads())
         self.mode, self.n_tokens, self.n_context, self.n_decode = mode, n_tokens, n_context, n_decode
         self.granularity, self.probe_layers, self.neuron_stride = granularity, probe_layers, neuron_stride

@@ -180,7 +180,10 @@ def test_bad_type_existing_file_and_unconvertible_tokenizer(tmp_path):
     (tmp_path / "a.gguf").write_text("old")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         export_gguf(model, tmp_path / "a.gguf", bpe_tokenizer())
+    with pytest.raises(FileExistsError, match="replaces only a GGUF file"):  # a user's file is never replaced
+        export_gguf(model, tmp_path / "a.gguf", bpe_tokenizer(), overwrite=True)
     assert (tmp_path / "a.gguf").read_text() == "old"
+    (tmp_path / "a.gguf").write_bytes(b"GGUF" + b"\0" * 60)  # a previous GGUF is
     export_gguf(model, tmp_path / "a.gguf", bpe_tokenizer(), overwrite=True)
     assert (tmp_path / "a.gguf").stat().st_size > 10_000
     with pytest.raises(GGUFError, match="no WordLevel tokenizer"):

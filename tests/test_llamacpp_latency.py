@@ -106,7 +106,7 @@ def test_search_records_the_runtime_and_select_and_report_use_it(tmp_path, monke
     # tiny models time at the noise floor: distinct stand-in values keep the budget check below meaningful
     df["latency_llamacpp_lut"] = np.linspace(1.0, 2.0, len(df))
     objs = Objectives.of(desc)
-    assert label("latency_llamacpp_lut", objs) == "llama.cpp latency (ms, lookup-table estimate; llama.cpp q8_0, 1 threads, decode after 16 tokens)"
+    assert label("latency_llamacpp_lut", objs) == "latency_llamacpp_lut (ms, predicted, llama.cpp q8_0, 1 threads, decode after 16 tokens)"
     # a run folder by hand from that table: select by latency budget, the report's axis says the runtime
     run = Run(tmp_path / "run")
     run.path.mkdir()

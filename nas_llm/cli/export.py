@@ -6,11 +6,19 @@ import argparse
 import shlex
 import sys
 
+from nas_llm.errors import ConfigError
 from nas_llm.deploy import export_pick, export_pick_gguf
 from nas_llm.model.llamacpp import OUTTYPES
 
 
+EPILOG = """examples:
+  nas-llm export runs/smollm2 --pick knee --out exports/knee                  # safetensors folder
+  nas-llm export runs/smollm2 --pick 12 --format gguf --type q4_k_m --out knee.q4_k_m.gguf
+"""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog, p.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
     p.add_argument("run", help="run folder (runs/NAME)")
     p.add_argument("--pick", required=True, help="row id (see the report's front table) or 'knee'")
     p.add_argument("--out", required=True, help="output folder for the model (--format hf) or .gguf file (--format gguf)")
@@ -28,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
     cmd = "nas-llm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["export"] else None
     if args.format == "hf":
         if args.outtype != "f32" or args.tokenizer_pre or args.no_check:
-            raise ValueError("--type, --tokenizer-pre and --no-check apply to --format gguf")
+            raise ConfigError("--type, --tokenizer-pre and --no-check apply to --format gguf")
         out = export_pick(args.run, args.pick, args.out, overwrite=args.overwrite, command=cmd)
         print(f"exported to {out}\n  evaluate it: nas-llm evaluate {shlex.quote(str(out))} --limit 100")
         return 0

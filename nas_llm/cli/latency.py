@@ -18,11 +18,20 @@ from nas_llm.errors import ConfigError
 from nas_llm.model.llamacpp import OUTTYPES
 
 
+EPILOG = """examples:
+  nas-llm latency measure --ratio 0.7 --mode both                       # PyTorch, this machine
+  nas-llm latency measure --runtime llamacpp --type q4_k_m --threads 2 --ratio 0.8
+  nas-llm latency validate --n 20 --predictors lut,roofline             # predictors vs measurement
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog, parser.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, help_text in (("measure", "time one subnet (the dense model by default)"),
                             ("validate", "Spearman and MAPE of latency predictors on N random subnets")):
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--model", default="smollm2-135m", help="built-in name, HF folder or .gguf (default: %(default)s)")
         p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
         p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the model's)")
@@ -153,8 +162,6 @@ def measure(args) -> int:
 def validate(args) -> int:
     from objectives import get_predictor, sample_spread, validate_predictors
 
-    if args.n < 2:
-        raise ConfigError(f"--n must be >= 2 for a rank correlation, got {args.n}")
     model, space, rank = _setup(args)
     rng = np.random.default_rng(args.seed)
     subs = [sample_spread(space, rng) if args.sampler == "spread" else space.sample(rng, 0.1) for _ in range(args.n)]
@@ -204,5 +211,20 @@ def validate_llamacpp(args, model, space, rank, subs) -> int:
     return 0
 
 
+def check_args(args) -> None:
+    """Every number before any model load or measurement."""
+    for flag, v, lo in (("--batch", args.batch, 1), ("--seq-len", args.seq_len, 1), ("--rounds", args.rounds, 1),
+                        ("--threads", args.threads, 1), ("--granularity", args.granularity, 1),
+                        ("--n", getattr(args, "n", None), 2)):
+        if v is not None and v < lo:
+            raise ConfigError(f"{flag} must be >= {lo}, got {v}")
+    if not args.min_run_time > 0:
+        raise ConfigError(f"--min-run-time must be > 0 seconds, got {args.min_run_time}")
+    ratio = getattr(args, "ratio", None)
+    if ratio is not None and not 0 < ratio <= 1:
+        raise ConfigError(f"--ratio must be in (0, 1] (kept fraction of decoder parameters), got {ratio}")
+
+
 def main(args) -> int:
+    check_args(args)
     return measure(args) if args.action == "measure" else validate(args)

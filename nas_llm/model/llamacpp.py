@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from nas_llm.errors import ConfigError
 from nas_llm.errors import NasLLMError
 
 INSTALL_HINT = ("pip install llama-cpp-python==0.3.36 (`bash setup.sh` does it; pip builds llama.cpp from source with "
@@ -134,9 +135,9 @@ def open_model(path: str | os.PathLike, n_ctx: int = 512, threads: int | None = 
 def logits(llm: Any, ids: Sequence[int]) -> np.ndarray:
     """``[len(ids), vocab]`` float32 logits of a fresh sequence (``llm`` opened with ``logits_all=True``)."""
     if not getattr(llm, "_logits_all", False):
-        raise ValueError("open the model with logits_all=True to read every position's logits")
+        raise ConfigError("open the model with logits_all=True to read every position's logits")
     if len(ids) > llm.n_ctx():
-        raise ValueError(f"{len(ids)} tokens do not fit the context of {llm.n_ctx()}; open the model with a larger n_ctx")
+        raise ConfigError(f"{len(ids)} tokens do not fit the context of {llm.n_ctx()}; open the model with a larger n_ctx")
     llm.reset()
     llm.eval(list(map(int, ids)))
     return np.array(llm.scores[: len(ids)], dtype=np.float32)
