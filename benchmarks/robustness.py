@@ -41,6 +41,7 @@ class Case:
     post: Callable[["Env"], str | None] | None = None  # returns a problem description, or None
     timeout: float = 300
     env: dict = field(default_factory=dict)
+    fault: Callable[["Env"], tuple[str, str]] | None = None  # a fault scenario run instead of argv: (verdict, why)
 
 
 class Env:
@@ -259,10 +260,107 @@ def cases(env: Env) -> list[Case]:
         Case("no subcommand", [], clear=r"usage"),
         Case("unknown subcommand", ["serch"], clear=r"invalid choice"),
     ]
+    c += [Case("fault: kill -9 mid-search (pymoo), then --resume", [], fault=_kill_and_resume("pymoo")),
+          Case("fault: kill -9 mid-search (optuna), then --resume", [], fault=_kill_and_resume("optuna")),
+          Case("fault: kill -9 mid-search (random), then --resume", [], fault=_kill_and_resume("random")),
+          Case("fault: disk full during a search", [], fault=_full_disk),
+          Case("fault: read-only run folder (report, export)", [], fault=_read_only)]
     for sub in ("demo", "search", "reform", "report", "select", "export", "evaluate", "latency"):
         c.append(Case(f"{sub} --help has examples", [sub, "--help"], expect="ok",
                       post=lambda e, s=sub: None))
     return c
+
+
+# -- faults: kill -9 mid-search, full disk, read-only folder -------------------------------------------------
+def _journal_keys(path: Path) -> list[str]:
+    keys = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            keys.append(json.loads(line)["key"])
+        except (json.JSONDecodeError, KeyError):
+            pass  # a line torn by the kill
+    return keys
+
+
+def _kill_and_resume(driver: str) -> Callable[[Env], tuple[str, str]]:
+    def run(env: Env) -> tuple[str, str]:
+        out = env.root / f"killed-{driver}"
+        argv = env.search(out, "--driver", driver) + ["--evaluations", "40", "--objectives", "perplexity,params_ratio"]
+        e = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "nas_llm.cli", *argv], cwd=env.root, env=e,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        journal = out / ("evaluations.jsonl" if driver != "optuna" else "study.db")
+        t0 = time.time()
+        while time.time() - t0 < 240 and proc.poll() is None:
+            if driver != "optuna" and len(_journal_keys(journal)) >= 12:
+                break
+            if driver == "optuna" and journal.is_file() and time.time() - t0 > 25:
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        before = set(_journal_keys(out / "evaluations.jsonl"))
+        if driver == "optuna":
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            study = optuna.load_study(study_name="nas-llm", storage=f"sqlite:///{journal}")
+            before = {t.user_attrs["key"] for t in study.trials if t.state.name == "COMPLETE" and "key" in t.user_attrs}
+        p = cli(argv + ["--resume"], env.root, 600)
+        if p.returncode != 0:
+            return "bug", f"resume failed: {(p.stderr or p.stdout).strip().splitlines()[-1:]}"
+        import pandas as pd
+
+        table = pd.read_csv(out / "evaluations.csv")
+        if not table["key"].is_unique:
+            return "bug", "a subnet is listed twice after resume"
+        lost = before - set(table["key"])
+        if lost:
+            return "bug", f"{len(lost)} finished evaluations lost"
+        return "clear", f"killed after {len(before) or 'some'} evaluations; resume finished {len(table)}, none lost or repeated"
+    return run
+
+
+def _tmpfs(env: Env, name: str, size: str) -> Path | None:
+    d = env.root / name
+    d.mkdir(exist_ok=True)
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], capture_output=True).returncode == 0
+    return d if ok else None
+
+
+def _full_disk(env: Env) -> tuple[str, str]:
+    d = _tmpfs(env, "full", "48k")
+    if d is None:
+        return "skipped", "cannot mount a tmpfs here (needs root)"
+    try:
+        p = cli(env.search(d / "run") + ["--evaluations", "30"], env.root)
+        out = (p.stdout or "") + (p.stderr or "")
+        if "Traceback" in out or p.returncode != 2:
+            return "bug", f"exit {p.returncode}: {out.strip().splitlines()[-1:]}"
+        settings = d / "run" / "run.json"
+        if settings.is_file():
+            json.loads(settings.read_text())  # never torn
+        return "clear", out.strip().splitlines()[-1][:200]
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def _read_only(env: Env) -> tuple[str, str]:
+    d = _tmpfs(env, "ro", "50m")
+    if d is None:
+        return "skipped", "cannot mount a tmpfs here (needs root)"
+    try:
+        shutil.copytree(env.run, d / "R")
+        subprocess.run(["mount", "-o", "remount,ro", str(d)], check=True, capture_output=True)
+        p = cli(["report", str(d / "R")], env.root)
+        q = cli(["export", str(d / "R"), "--pick", "knee", "--out", str(d / "exp")], env.root)
+        for r in (p, q):
+            out = (r.stdout or "") + (r.stderr or "")
+            if "Traceback" in out or r.returncode != 2:
+                return "bug", f"exit {r.returncode}: {out.strip().splitlines()[-1:]}"
+        return "clear", ((p.stderr or "").strip().splitlines() or [""])[-1][:200]
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 def _changed_model_run(env: Env) -> None:
@@ -323,6 +421,11 @@ def main() -> int:
         if case.setup:
             case.setup(env)
         t1 = time.time()
+        if case.fault is not None:
+            verdict, why = case.fault(env)
+            rows.append({"case": case.name, "verdict": verdict, "why": why, "seconds": round(time.time() - t1, 1)})
+            print(f"{verdict:>5}  {case.name}: {why}", flush=True)
+            continue
         try:
             p = cli(case.argv, env.root, case.timeout, case.env)
         except subprocess.TimeoutExpired:
@@ -332,7 +435,7 @@ def main() -> int:
         rows.append({"case": case.name, "argv": case.argv, "exit": p.returncode, "verdict": verdict, "why": why,
                      "seconds": round(time.time() - t1, 1)})
         print(f"{verdict:>5}  {case.name}: {why}", flush=True)
-    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("clear", "weak", "bug")}
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("clear", "weak", "bug", "skipped")}
     print(json.dumps(counts), f"{len(rows)} cases in {time.time() - t0:.0f} s")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"counts": counts, "cases": rows, "seconds": round(time.time() - t0)}, indent=1))
