@@ -63,7 +63,7 @@ class StoredParams(Objective):
 
     name, unit = "stored_params", "count"
 
-    def __init__(self, rank: int | str = 32, norm: str = "affine"):
+    def __init__(self, rank: int | str = 32, norm: str = "lsq"):
         from nas_llm.model.shared_block import role_rank, check_choice, NORMS
 
         role_rank(rank, (1, 1))

@@ -68,36 +68,53 @@ def test_adapter_is_the_best_rank_r_approximation_of_the_difference(rank):
         assert np.linalg.norm(W.double().numpy() - Wi) == pytest.approx(np.sqrt((sv[rank:] ** 2).sum()), rel=1e-4, abs=1e-5)
 
 
-def _branch_stats(model, layer_idx, x):
-    """Per-channel mean, std, rms over all tokens of o_proj's and down_proj's outputs in one layer."""
-    fam = get_family(model)
-    lins, got = linears(fam, fam.decoder_layers(model)[layer_idx]), {}
-    def keep(r):
-        def hook(mod, args, y):
-            got[r] = y.detach().reshape(-1, y.shape[-1]).double()
-        return hook
+def _branch_outputs(refined, dense, p, x):
+    """o_proj and down_proj outputs at position p of ``refined`` and of dense block p on the same inputs
+    (the hidden states that reach position p in ``refined``), as [tokens, hidden] float64."""
+    fam = get_family(refined)
+    seen = {}
 
-    hs = [lins[r].register_forward_hook(keep(r)) for r in ("o", "down")]
-    logits(model, x)
-    for h in hs:
-        h.remove()
-    return {r: (y.mean(0), y.std(0, unbiased=False), y.pow(2).mean(0).sqrt()) for r, y in got.items()}
+    def grab(mod, args, kwargs):
+        seen["h"], seen["kw"] = args[0], kwargs
+
+    def outputs(layer, h=None, kw=None):
+        got = {}
+        lins = linears(fam, layer)
+        hs = [lins[r].register_forward_hook(lambda m, a, y, r=r: got.update({r: y.detach().reshape(-1, y.shape[-1]).double()}))
+              for r in ("o", "down")]
+        with torch.no_grad():
+            refined(input_ids=x, use_cache=False) if h is None else layer(h, **kw)
+        for hd in hs:
+            hd.remove()
+        return got
+
+    pre = fam.decoder_layers(refined)[p].register_forward_pre_hook(grab, with_kwargs=True)
+    y = outputs(fam.decoder_layers(refined)[p])
+    pre.remove()
+    return y, outputs(fam.decoder_layers(dense)[p], seen["h"], seen["kw"])
 
 
-@pytest.mark.parametrize("norm", ["affine", "scale"])
-def test_normalisation_matches_block_i_statistics_on_calibration_data(norm):
+@pytest.mark.parametrize("norm", ["lsq", "affine", "scale"])
+def test_normalisation_matches_block_i_on_calibration_data(norm):
     model, x = tiny_model("llama-gqa"), ids(6, 16)
-    out = flexi_refine(model, depth_plan(model, {1, 2}), x, rank=2, norm=norm, batch_size=6, progress=False)
-    for i in (1, 2):
-        want, have = _branch_stats(model, i, x), _branch_stats(out, i, x)
+    plan = depth_plan(model, {1, 2})
+    out = flexi_refine(model, plan, x, rank=2, norm=norm, batch_size=6, progress=False)
+    off = flexi_refine(model, plan, x, rank=2, norm="none", batch_size=6, progress=False)
+    for p in (1, 2):
+        y, z = _branch_outputs(out, model, p, x)
         for r in ("o", "down"):
-            if norm == "affine":  # mean and std per channel
-                torch.testing.assert_close(have[r][0], want[r][0], atol=1e-4, rtol=1e-4)
-                torch.testing.assert_close(have[r][1], want[r][1], atol=1e-4, rtol=1e-4)
-            else:  # RMS per channel
-                torch.testing.assert_close(have[r][2], want[r][2], atol=1e-4, rtol=1e-4)
-    off = flexi_refine(model, depth_plan(model, {1, 2}), x, rank=2, norm="none", batch_size=6, progress=False)
-    assert not torch.allclose(_branch_stats(off, 2, x)["down"][1], want["down"][1], atol=1e-3)  # it had work to do
+            if norm == "affine":  # per-channel mean and std equal block i's
+                torch.testing.assert_close(y[r].mean(0), z[r].mean(0), atol=1e-4, rtol=1e-4)
+                torch.testing.assert_close(y[r].std(0), z[r].std(0), atol=1e-4, rtol=1e-4)
+            elif norm == "scale":  # per-channel RMS equal block i's
+                torch.testing.assert_close(y[r].pow(2).mean(0), z[r].pow(2).mean(0), atol=1e-4, rtol=1e-4)
+            else:  # least squares: the residual has mean 0 and is uncorrelated with the fitted output, per channel
+                res = z[r] - y[r]
+                torch.testing.assert_close(res.mean(0), torch.zeros_like(res[0]), atol=1e-4, rtol=0)
+                torch.testing.assert_close((res * (y[r] - y[r].mean(0))).mean(0), torch.zeros_like(res[0]), atol=1e-4, rtol=0)
+        if norm == "lsq":  # ... so it is closer to block i than the unnormalised replacement, branch by branch
+            y0, z0 = _branch_outputs(off, model, p, x)
+            assert (z["o"] - y["o"]).pow(2).sum() < (z0["o"] - y0["o"]).pow(2).sum()
 
 
 @pytest.mark.parametrize("fam", FAMILIES)
@@ -118,7 +135,7 @@ def test_compact_export_reloads_to_the_same_logits(fam, tmp_path):
     torch.testing.assert_close(logits(back, ids(2, 24, 7)), logits(out, ids(2, 24, 7)), atol=1e-4, rtol=0)  # sdpa vs eager
 
 
-@pytest.mark.parametrize("fam,norm,stock", [("llama-gqa", "affine", True), ("mistral", "scale", True), ("qwen2", "affine", False)])
+@pytest.mark.parametrize("fam,norm,stock", [("llama-gqa", "lsq", True), ("mistral", "scale", True), ("qwen2", "affine", False)])
 def test_materialised_export_loads_with_stock_classes(fam, norm, stock, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -238,3 +255,33 @@ def test_reform_dispatches_flexi():
     model = tiny_model("qwen2")
     out = reform(model, depth_plan(model, {2}), ids(), "flexi", progress=False)
     assert out.config.nas_llm["reform"]["method"] == "flexi" and len(get_family(out).decoder_layers(out)) == 4
+
+
+@pytest.mark.parametrize("rank", [1, 4, 20])
+def test_weighted_low_rank_is_optimal_in_the_input_norm(rank):
+    """Against brute force: the whitened SVD beats every other rank-r correction in ||(D - BA) X||, and
+    reduces to plain Eckart-Young in that metric: its error is the tail of the singular values of D L."""
+    from nas_llm.model.shared_block import low_rank
+
+    g = torch.Generator().manual_seed(0)
+    D = torch.randn(24, 20, generator=g, dtype=torch.float64)
+    X = torch.randn(20, 60, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, 20, dtype=torch.float64)[:, None]
+    H = X @ X.T
+    A, B = low_rank(D, rank, H, damp=0.0)
+    err = torch.linalg.norm((D - B @ A) @ X)
+    sv = torch.linalg.svdvals(D @ torch.linalg.cholesky(H))
+    assert float(err) == pytest.approx(float(sv[rank:].pow(2).sum().sqrt()), rel=1e-8)
+    A0, B0 = low_rank(D, rank)  # the unweighted optimum is worse in this metric
+    assert float(torch.linalg.norm((D - B0 @ A0) @ X)) > float(err)
+    for _ in range(20):  # and so is any rank-r correction nearby (perturbed factors)
+        P = (B + 0.01 * torch.randn(B.shape, generator=g, dtype=torch.float64)) @ (A + 0.01 * torch.randn(A.shape, generator=g, dtype=torch.float64))
+        assert float(torch.linalg.norm((D - P) @ X)) >= float(err)
+    Af, Bf = low_rank(D, 20, H)  # full rank: exact whatever the weighting
+    torch.testing.assert_close(Bf @ Af, D)
+
+
+def test_weighted_init_at_full_rank_is_still_the_dense_model():
+    model = tiny_model("qwen2")
+    out = flexi_refine(model, depth_plan(model, {1, 2}), ids(), rank="full", norm="none", init="asvd", progress=False)
+    torch.testing.assert_close(logits(out, ids(2, 24, 5)), logits(model, ids(2, 24, 5)), atol=1e-4, rtol=0)
+    assert out.config.nas_llm["flexi"]["init"] == "asvd"

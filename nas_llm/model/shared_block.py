@@ -28,7 +28,7 @@ from .slicing import mark_nonstock
 
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 NORMED = ("o", "down")  # the maps whose outputs are the block's two residual updates
-NORMS = ("affine", "scale", "none")
+NORMS = ("lsq", "affine", "scale", "none")
 VECTORS = ("pruned", "shared")
 
 
@@ -117,7 +117,7 @@ def extra_params(dims: ModelDims, rank: int | str, norm: str) -> int:
     check_choice("norm", norm, NORMS)
     n = sum(role_rank(rank, s) * sum(s) + (s[0] if _role_bias(dims, r) else 0) for r, s in _role_shapes(dims).items())
     n += dims.num_layer_norms * dims.hidden + dims.num_head_norms * dims.head_dim
-    return n + {"affine": 4, "scale": 2, "none": 0}[norm] * dims.hidden
+    return n + {"lsq": 4, "affine": 4, "scale": 2, "none": 0}[norm] * dims.hidden
 
 
 def stored_params(model: nn.Module) -> int:
@@ -125,9 +125,28 @@ def stored_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def low_rank(D: torch.Tensor, r: int, H: torch.Tensor | None = None, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A [r, in], B [out, r]) with B A the best rank-r approximation of D: in Frobenius norm (Eckart-Young),
+    or, given the Gram H = X X^T of the map's inputs, in ``||(D - B A) X||_F`` (whitened SVD: D L = U S V^T
+    with H = L L^T, B A = U_r S_r V_r^T L^-1). ``damp``: relative diagonal added to H. Exact at full rank."""
+    D = D.double()
+    if H is None:
+        U, S, Vh = torch.linalg.svd(D, full_matrices=False)
+        root = S[:r].sqrt()
+        return root[:, None] * Vh[:r], U[:, :r] * root
+    H = H.double()
+    L = torch.linalg.cholesky(H + damp * H.diagonal().mean().clamp_min(1e-12) * torch.eye(H.shape[0], dtype=H.dtype, device=H.device))
+    U, S, Vh = torch.linalg.svd(D @ L, full_matrices=False)
+    root = S[:r].sqrt()
+    A = torch.linalg.solve_triangular(L.T, (root[:, None] * Vh[:r]).T, upper=True).T  # (root Vh_r) L^-1
+    return A, U[:, :r] * root
+
+
 @torch.no_grad()
-def replacement_block(fam: Family, block_i: nn.Module, block_j: nn.Module, rank: int | str, norm: str, vectors: str) -> nn.Module:
-    """A copy of block i's layer whose maps are block j's plus the rank-r truncated SVD of ``W_i - W_j``.
+def replacement_block(fam: Family, block_i: nn.Module, block_j: nn.Module, rank: int | str, norm: str, vectors: str,
+                      grams: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """A copy of block i's layer whose maps are block j's plus the rank-r truncated SVD of ``W_i - W_j``
+    (input-weighted when ``grams`` gives each map's input Gram matrix, see :func:`low_rank`).
 
     Normalisation tensors start at the identity (the caller fits them on calibration data).
     """
@@ -141,16 +160,13 @@ def replacement_block(fam: Family, block_i: nn.Module, block_j: nn.Module, rank:
             raise ValueError(f"flexi: {role} of the shared block has shape {tuple(Wj.shape)}, the dropped block's "
                              f"{tuple(Wi.shape)}; only full-width kept blocks can be shared")
         r = role_rank(rank, tuple(Wi.shape))
-        A, B = Wi.new_zeros(r, Wi.shape[1]), Wi.new_zeros(Wi.shape[0], r)
-        if r:  # best rank-r approximation of the difference (Eckart-Young), split evenly between the factors
-            U, S, Vh = torch.linalg.svd(Wi.double() - Wj.double(), full_matrices=False)
-            root = S[:r].sqrt()
-            A, B = (root[:, None] * Vh[:r]).to(Wi.dtype), (U[:, :r] * root).to(Wi.dtype)
+        A, B = low_rank(Wi - Wj, r, None if grams is None else grams[role]) if r else (Wi.new_zeros(0, Wi.shape[1]), Wi.new_zeros(Wi.shape[0], 0))
         b = (lin_i if vectors == "pruned" else lin_j)[role].bias
         normed = role in NORMED and norm != "none"
         scale = Wi.new_ones(Wi.shape[0]) if normed else None
-        shift = Wi.new_zeros(Wi.shape[0]) if normed and norm == "affine" else None
-        fam.set_linear(new, role, SharedLowRankLinear(lin_j[role], A, B, None if b is None else b.detach().clone(), scale, shift))
+        shift = Wi.new_zeros(Wi.shape[0]) if normed and norm != "scale" else None
+        fam.set_linear(new, role, SharedLowRankLinear(lin_j[role], A.to(Wi.dtype), B.to(Wi.dtype),
+                                                      None if b is None else b.detach().clone(), scale, shift))
     if vectors == "shared":
         for mine, theirs in zip(_norm_modules(fam, new), _norm_modules(fam, block_j)):
             mine.weight.data.copy_(theirs.weight)
@@ -193,7 +209,7 @@ def rebuild(model: nn.Module, replaced: list[dict]) -> None:
 def materialize(model: nn.Module) -> nn.Module:
     """A copy of a flexi model whose replacements are plain ``nn.Linear`` s: the original depth, loadable by stock code.
 
-    A shift (``norm="affine"``) becomes a bias of ``o_proj``/``down_proj``; where the stock class has none,
+    A shift (``norm`` lsq/affine) becomes a bias of ``o_proj``/``down_proj``; where the stock class has none,
     the config's ``attention_bias``/``mlp_bias`` flag is set and the other maps get zero biases (LLaMA);
     a family with no such flag gets the bias anyway and is marked non-stock (``nas_llm.load_subnet`` only).
     """
