@@ -19,7 +19,7 @@ of 2048 tokens; zero-shot: 7 tasks, --limit items each. Calibration: 32 x 256 to
     python benchmarks/flexigpt.py --table-only
     python benchmarks/flexigpt.py --tune svd-32-lsq nearest-32-none svd-32-lsq-asvd svd-32-lsq-kd20   # pick defaults
 
-``--tune`` measures FlexiGPT settings (RULE-RANK-NORM[-INIT][-LOSSSTEPS], e.g. svd-32-lsq-asvd-kd50) at 30% on validation data only:
+``--tune`` measures FlexiGPT settings (RULE-RANK-NORM[-INIT][-LOSSSTEPS][-lrLR][-bBATCH], e.g. svd-32-lsq-asvd-kd50-lr0.001-b2) at 30% on validation data only:
 perplexity on the last 2 x 512 tokens of wikitext2-valid, calibration windows from the rest of it.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._results import RAW_DIR, command_line, header, machine, save_raw, write_section  # noqa: E402
 
-METHODS = ("shortgpt", "flexi", "flexi+train", "ours+admm")
+METHODS = ("dense", "shortgpt", "flexi", "flexi+train", "ours+admm")
 RATIOS = (0.7, 0.6)
 DATASETS = ("wikitext2-test", "ptb-test")
 CALIB = dict(source="wikitext2-valid", n_samples=32, seq_len=256, seed=0)
@@ -61,7 +61,9 @@ def build(method: str, ratio: float, ctx: dict, args) -> tuple[torch.nn.Module, 
 
     t0, c0 = time.perf_counter(), time.process_time()
     info: dict = {}
-    if method == "ours+admm":
+    if method == "dense":
+        model = ctx["model"]
+    elif method == "ours+admm":
         if ctx["runs"](ratio) is None:
             raise ValueError("'ours+admm' needs --run RUN (or RATIO=RUN)")
         target = ctx["stored_ratio"].get(ratio, ratio)  # flexi's stored params at this ratio: the same budget
@@ -75,10 +77,11 @@ def build(method: str, ratio: float, ctx: dict, args) -> tuple[torch.nn.Module, 
             model = slice_model(ctx["model"], plan, subnet=b.subnet)
         else:
             steps = args.steps if method == "flexi+train" else 0
-            model = flexi_refine(ctx["model"], plan, ctx["calib"], rank=args.rank, steps=steps, subnet=b.subnet, progress=False)
+            model = flexi_refine(ctx["model"], plan, ctx["calib"], rank=args.rank, steps=steps, lr=args.lr, subnet=b.subnet, progress=False)
             rec = model.config.nas_llm["flexi"]
             info.update(shares={e["layer"]: e["shares"] for e in rec["replaced"]}, rank=args.rank, norm=rec["norm"],
-                        similarity=rec["similarity"], steps=steps, train_tokens=rec["train_tokens"], losses=rec["losses"])
+                        similarity=rec["similarity"], init=rec["init"], steps=steps, lr=args.lr, train_tokens=rec["train_tokens"],
+                        losses=rec["losses"])
     info["params"] = int(sum(p.numel() for p in model.parameters()))
     info["params_ratio"] = decoder_params(model) / ctx["dense_decoder"]
     info["prepare_s"] = round(time.perf_counter() - t0, 1)
@@ -93,19 +96,18 @@ def fmt(x) -> str:
 def table(data: dict, cmd: str) -> str:
     s, rows = data["settings"], data["rows"]
     out = [header("FlexiGPT vs ShortGPT by depth (SmolLM2-135M)", data.get("machine") or machine(), cmd)]
-    out.append(f"Calibration {CALIB['n_samples']} x {CALIB['seq_len']} tokens of {CALIB['source']} (seed {CALIB['seed']}); "
+    c = s["calib"]
+    out.append(f"Calibration {c['n_samples']} x {c['seq_len']} tokens of {c['source']} (seed {c['seed']}); "
                f"test ppl over the first {s['windows']} windows of 2048 tokens; zero-shot on the first {s['limit']} items of "
                f"each task. Ratio = stored decoder parameters / dense (a shared block counts once). FlexiGPT: rank "
                f"{s['rank']}, {s['steps']} training steps for flexi+train.\n")
     tasks = sorted({t for r in rows.values() for t in (r.get("zeroshot") or {}).get("tasks", {})})
-    out.append("| method | target | stored ratio | " + " | ".join(d.replace("-test", "") for d in DATASETS) + " | zero-shot mean | "
+    out.append("| method | cut | stored ratio | " + " | ".join(d.replace("-test", "") for d in DATASETS) + " | zero-shot mean | "
                + " | ".join(tasks) + " | prep CPU min | train tokens |")
     out.append("|---" * (6 + len(DATASETS) + len(tasks)) + "|")
-    for r in s["ratios"]:
-        for m in METHODS:
-            row = rows.get(f"{m}@{r:g}")
-            if not row:
-                continue
+    for r, m in [(1.0, "dense")] + [(r, m) for r in s["ratios"] for m in METHODS if m != "dense"]:
+        row = rows.get("dense" if m == "dense" else f"{m}@{r:g}")
+        if row:
             zs = row.get("zeroshot") or {}
             out.append(f"| {m} | {int(round(100 * (1 - r)))}% | {row['params_ratio']:.3f} | "
                        + " | ".join(fmt(row["ppl"].get(d)) for d in DATASETS)
@@ -134,22 +136,29 @@ def tune(configs: list[str], n_calib: int, threads: int) -> None:
     plan, path = b.plan(), RAW_DIR / "flexigpt-tune.json"
     data = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
     data["rows"].setdefault("dense", {"ppl": perplexity(model, val)})
-    data["rows"].setdefault("shortgpt", {"ppl": perplexity(slice_model(model, plan), val)})
-    data["dropped"] = [i for i, lp in enumerate(plan.layers) if not lp.keep]
+    short = "shortgpt" if n_calib == 8 else f"shortgpt@calib{n_calib}"
+    data["rows"].setdefault(short, {"ppl": perplexity(slice_model(model, plan), val)})
+    data["dropped"] = data["dropped"] if isinstance(data.get("dropped"), dict) else {}
+    data["dropped"][str(n_calib)] = [i for i, lp in enumerate(plan.layers) if not lp.keep]
     for c in configs:
         rule, rank, norm, *more = c.split("-")
         init = next((m for m in more if m in ("svd", "asvd")), "svd")
         train = [m for m in more if m[:2] in ("kd", "ce")]
         loss, steps = (train[0][:2], int(train[0][2:])) if train else ("kd", 0)
+        lr = float(next((m[2:] for m in more if m.startswith("lr")), 3e-4))
+        bs = int(next((m[1:] for m in more if m.startswith("b") and m[1:].isdigit()), 4))
         t0, c0 = time.perf_counter(), time.process_time()
-        m = flexi_refine(model, plan, calib, rank=int(rank), similarity=rule, norm=norm, init=init, steps=steps, loss=loss, progress=False)
+        m = flexi_refine(model, plan, calib, rank=int(rank), similarity=rule, norm=norm, init=init, steps=steps, loss=loss,
+                         lr=lr, train_batch=bs, progress=False)
         rec = m.config.nas_llm["flexi"]
-        data["rows"][c] = {"ppl": perplexity(m, val), "cpu_min": round((time.process_time() - c0) / 60, 2), "s": round(time.perf_counter() - t0),
+        key = c if n_calib == 8 else f"{c}@calib{n_calib}"
+        data["rows"][key] = {"ppl": perplexity(m, val), "cpu_min": round((time.process_time() - c0) / 60, 2), "s": round(time.perf_counter() - t0),
                            "shares": {e["layer"]: e["shares"] for e in rec["replaced"]}, "train_tokens": rec["train_tokens"],
                            "losses": rec["losses"], "stored_params": sum(p.numel() for p in m.parameters())}
         save_raw("flexigpt-tune", data)
-        print(f"[tune] {c}: ppl {data['rows'][c]['ppl']:.2f} (shortgpt {data['rows']['shortgpt']['ppl']:.2f}, dense "
-              f"{data['rows']['dense']['ppl']:.2f}); shares {data['rows'][c]['shares']}; {data['rows'][c]['cpu_min']} CPU min", flush=True)
+        row = data["rows"][key]
+        print(f"[tune] {key}: ppl {row['ppl']:.2f} (shortgpt {data['rows'][short]['ppl']:.2f}, dense "
+              f"{data['rows']['dense']['ppl']:.2f}); shares {row['shares']}; {row['cpu_min']} CPU min", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=250, help="zero-shot items per task (0 = all)")
     p.add_argument("--rank", type=int, default=32, help="FlexiGPT adapter rank")
     p.add_argument("--steps", type=int, default=200, help="training steps of flexi+train (batch 4 x 256 tokens)")
-    p.add_argument("--smoke", action="store_true", help="1 window, 5 items, 30%% only, 5 steps; raw JSON flexigpt-smoke.json, no RESULTS.md")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of flexi+train")
+    p.add_argument("--smoke", action="store_true",
+                   help="1 window, 5 items, 30%% only, 4 calibration windows, 2 steps; raw JSON flexigpt-smoke.json, no RESULTS.md")
     p.add_argument("--tune", nargs="+", default=None, metavar="RULE-RANK-NORM[-INIT][-LOSSSTEPS]",
-                   help="measure FlexiGPT settings on validation data (e.g. svd-32-affine output-32-affine svd-32-affine-kd20)")
+                   help="measure FlexiGPT settings on validation data (e.g. svd-32-lsq-asvd nearest-0-lsq svd-32-lsq-asvd-kd20-lr0.001-b1)")
     p.add_argument("--tune-calib", type=int, default=8, help="calibration windows of 256 tokens for --tune")
     p.add_argument("--threads", type=int, default=1, help="torch threads for --tune (1 on a shared machine)")
     p.add_argument("--redo", action="store_true")
@@ -173,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         tune(args.tune, args.tune_calib, args.threads)
         return 0
     if args.smoke:
-        args.windows, args.limit, args.ratios, args.steps = 1, 5, [0.7], 5
+        args.windows, args.limit, args.ratios, args.steps = 1, 5, [0.7], 2
     name = "flexigpt-smoke" if args.smoke else "flexigpt"
-    settings = {"windows": args.windows, "limit": args.limit, "rank": args.rank, "steps": args.steps, "calib": CALIB}
+    calib_set = CALIB | ({"n_samples": 4} if args.smoke else {})
+    settings = {"windows": args.windows, "limit": args.limit, "rank": args.rank, "steps": args.steps, "lr": args.lr, "calib": calib_set}
     path = RAW_DIR / f"{name}.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     if data.get("settings", {}) | {"ratios": None} != settings | {"ratios": None}:
@@ -188,14 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.quality import run_for, setup
     from nas_llm.evaluate import mean_accuracy, perplexities, zeroshot
 
-    model, tok, space, calib, stats_fn = setup(dict(calib_samples=CALIB["n_samples"], calib_seq=CALIB["seq_len"]))
+    model, tok, space, calib, stats_fn = setup(dict(calib_samples=calib_set["n_samples"], calib_seq=calib_set["seq_len"]))
     ctx = {"model": model, "space": space, "calib": calib, "stats": stats_fn, "runs": lambda r: run_for(args.run, r),
            "dense_decoder": decoder_params(model), "stored_ratio": {}}
     for r in sorted(args.ratios, reverse=True):
         if f"flexi@{r:g}" in data["rows"]:
             ctx["stored_ratio"][r] = data["rows"][f"flexi@{r:g}"]["params_ratio"]
         for m in args.methods:
-            key = f"{m}@{r:g}"
+            key = "dense" if m == "dense" else f"{m}@{r:g}"
             if key in data["rows"] and not args.redo:
                 continue
             try:

@@ -58,7 +58,7 @@ def test_rank_zero_with_shared_vectors_is_block_j(fam):
 @pytest.mark.parametrize("rank", [0, 1, 5, 32])
 def test_adapter_is_the_best_rank_r_approximation_of_the_difference(rank):
     model = tiny_model("llama-gqa")
-    out = flexi_refine(model, depth_plan(model, {3}), ids(), rank=rank, norm="none", shared={3: 1}, progress=False)
+    out = flexi_refine(model, depth_plan(model, {3}), ids(), rank=rank, norm="none", init="svd", shared={3: 1}, progress=False)
     fam = get_family(out)
     for role, lin in linears(fam, fam.decoder_layers(out)[3]).items():
         Wi = linears(fam, fam.decoder_layers(model)[3])[role].weight.detach().double().numpy()
@@ -191,10 +191,10 @@ def test_training_lowers_the_calibration_loss():
         return float(torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), x[:, 1:].reshape(-1)))
 
     init = flexi_refine(model, plan, x, rank=2, steps=0, progress=False)
-    trained = flexi_refine(model, plan, x, rank=2, steps=30, lr=1e-2, loss="ce", progress=False)
+    trained = flexi_refine(model, plan, x, rank=2, steps=30, lr=1e-2, loss="ce", train_batch=4, progress=False)
     assert ce(trained) < ce(init)
     before = {n: p.clone() for n, p in model.named_parameters()}
-    kd = flexi_refine(model, plan, x, rank=2, steps=30, lr=1e-2, loss="kd", progress=False)
+    kd = flexi_refine(model, plan, x, rank=2, steps=30, lr=1e-2, loss="kd", train_batch=4, progress=False)
     rec = kd.config.nas_llm["flexi"]
     assert rec["losses"][-1] < rec["losses"][0] and rec["train_tokens"] == 30 * 4 * 24
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())  # the dense model is untouched

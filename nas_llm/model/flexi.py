@@ -3,10 +3,15 @@
 For a plan that drops layers, each dropped block i is replaced by a copy of its own decoder layer
 object (so the stock attention/rotary/cache code and i's per-layer attributes stay) whose seven
 linears are :class:`SharedLowRankLinear` ``(W_j, A, B)``: block j's weight, *referenced* (stored once,
-in block j), plus ``B @ A`` from the truncated SVD of ``W_i - W_j``. At rank r the replacement's maps
-are the best rank-r (Frobenius) approximations of block i's around block j's; rank "full" is block i
-exactly, rank 0 block j's maps. The paper's code is not public; the choices below are ours.
+in block j), plus ``B @ A``, a rank-r approximation of ``W_i - W_j``. Rank "full" is block i exactly,
+rank 0 block j's maps. The paper's code is not public; the choices below are ours, defaults measured
+on SmolLM2 at 30% (validation perplexity, ``benchmarks/flexigpt.py --tune``; numbers in the commit log).
 
+- **Adapter init** (``init``): ``asvd`` (default) -- the truncated SVD that is best in the calibration
+  outputs of the map, ``min ||(W_i - W_j - B A) X||_F`` with X block i's dense inputs (whitened SVD); ``svd``
+  -- the plain truncated SVD, best in ``||W_i - W_j - B A||_F`` (Eckart-Young). On SmolLM2 the plain one
+  made rank 32 *worse* than rank 0 (the top directions of a weight difference are not the ones the
+  inputs use); the weighted one made it better.
 - **Shared block j** (``similarity``): ``svd`` (default) -- the kept full-width block whose differences
   ``W_i - W_j`` lose the least energy outside their top-r singular values, summed over the seven maps,
   relative to ``||W_i||^2`` (the paper's "low-rank SVD-based metric", our reading); ``output`` --
@@ -55,7 +60,8 @@ from .slicing import _set_layers, slice_model, update_config
 SIMILARITY = ("svd", "output", "nearest")
 INITS = ("svd", "asvd")
 LOSSES = ("ce", "kd")
-DEFAULTS = dict(rank=32, similarity="svd", norm="lsq", init="svd", vectors="pruned", steps=0, lr=3e-4, loss="kd", batch_size=4)
+DEFAULTS = dict(rank=32, similarity="svd", norm="lsq", init="asvd", vectors="pruned", steps=0, lr=1e-3, loss="kd", train_batch=1,
+                batch_size=4)
 
 
 # -- choosing the shared block -------------------------------------------------------------------
@@ -253,12 +259,15 @@ def flexi_refine(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, rank: in
                  similarity: str = DEFAULTS["similarity"], norm: str = DEFAULTS["norm"], init: str = DEFAULTS["init"],
                  vectors: str = DEFAULTS["vectors"],
                  steps: int = DEFAULTS["steps"], lr: float = DEFAULTS["lr"], loss: str = DEFAULTS["loss"],
+                 train_batch: int = DEFAULTS["train_batch"], train_ids: torch.Tensor | None = None,
                  batch_size: int = DEFAULTS["batch_size"], shared: dict[int, int] | None = None, subnet: Any = None,
                  progress: bool = True) -> nn.Module:
     """A copy of ``model`` sliced to ``plan`` whose dropped layers come back as replacement blocks (see the module doc).
 
     ``calib_ids``: ``[n, seq]`` calibration tokens (never the test split) for the similarity rule
-    ``output``, the normalisation and the training. ``shared``: {dropped: kept} overrides the rule.
+    ``output``, the input-weighted init and the normalisation; ``train_ids`` (default: ``calib_ids``) for
+    the ``steps`` of training, ``train_batch`` windows a step. ``batch_size``: windows per calibration
+    forward. ``shared``: {dropped: kept} overrides the similarity rule.
     """
     for name, v, allowed in (("similarity", similarity, SIMILARITY), ("norm", norm, NORMS), ("init", init, INITS),
                              ("vectors", vectors, VECTORS), ("loss", loss, LOSSES)):
@@ -284,9 +293,10 @@ def flexi_refine(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, rank: in
     out = _assemble(model, plan, pairs, lambda i, j: replacement_block(fam, dense[i], j, rank, norm, vectors, grams.get(i)), subnet)
     if norm != "none":
         _fit_normalisation(out, dense, calib_ids, norm, batch_size)
-    losses = train_replacements(out, calib_ids, steps, lr, batch_size, loss, teacher=model, progress=progress) if steps else []
+    train_ids = calib_ids if train_ids is None else train_ids.to(calib_ids.device)
+    losses = train_replacements(out, train_ids, steps, lr, train_batch, loss, teacher=model, progress=progress) if steps else []
     settings = {"rank": rank, "similarity": similarity, "norm": norm, "init": init, "vectors": vectors, "steps": steps, "lr": lr, "loss": loss,
-                "batch_size": batch_size, "train_tokens": steps * batch_size * int(calib_ids.shape[1]),
+                "train_batch": train_batch, "train_tokens": steps * train_batch * int(train_ids.shape[1]),
                 "n_samples": int(calib_ids.shape[0]), "seq_len": int(calib_ids.shape[1])}
     flexi = {**settings, "replaced": replacement_record(fam, fam.decoder_layers(out), pairs), "losses": _thin(losses),
              "scores": None if scores is None else {str(i): round(scores[i, j], 6) for i, j in pairs.items() if (i, j) in scores}}
@@ -309,7 +319,7 @@ def _kd(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (t.exp() * (t - s)).sum(-1).mean()
 
 
-def train_replacements(model: nn.Module, ids: torch.Tensor, steps: int, lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
+def train_replacements(model: nn.Module, ids: torch.Tensor, steps: int, lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["train_batch"],
                        loss: str = DEFAULTS["loss"], teacher: nn.Module | None = None, seed: int = 0, progress: bool = True) -> list[float]:
     """AdamW on the replacements' own tensors only (random batches of ``ids``); returns the loss of every step."""
     check_choice("loss", loss, LOSSES)
