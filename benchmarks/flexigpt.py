@@ -77,7 +77,8 @@ def build(method: str, ratio: float, ctx: dict, args) -> tuple[torch.nn.Module, 
             model = slice_model(ctx["model"], plan, subnet=b.subnet)
         else:
             steps = args.steps if method == "flexi+train" else 0
-            model = flexi_refine(ctx["model"], plan, ctx["calib"], rank=args.rank, steps=steps, lr=args.lr, subnet=b.subnet, progress=False)
+            model = flexi_refine(ctx["model"], plan, ctx["calib"], rank=args.rank, steps=steps, lr=args.lr, train_batch=args.train_batch,
+                                 train_ids=ctx["train_ids"](), subnet=b.subnet, progress=False)
             rec = model.config.nas_llm["flexi"]
             info.update(shares={e["layer"]: e["shares"] for e in rec["replaced"]}, rank=args.rank, norm=rec["norm"],
                         similarity=rec["similarity"], init=rec["init"], steps=steps, lr=args.lr, train_tokens=rec["train_tokens"],
@@ -100,7 +101,8 @@ def table(data: dict, cmd: str) -> str:
     out.append(f"Calibration {c['n_samples']} x {c['seq_len']} tokens of {c['source']} (seed {c['seed']}); "
                f"test ppl over the first {s['windows']} windows of 2048 tokens; zero-shot on the first {s['limit']} items of "
                f"each task. Ratio = stored decoder parameters / dense (a shared block counts once). FlexiGPT: rank "
-               f"{s['rank']}, {s['steps']} training steps for flexi+train.\n")
+               f"{s['rank']}, input-weighted SVD init, least-squares output normalisation; flexi+train: {s['steps']} KD steps of "
+               f"{s['train_batch']} x 256 tokens (lr {s['lr']:g}) drawn from {s['train_windows']} windows of {c['source']} (seed 1).\n")
     tasks = sorted({t for r in rows.values() for t in (r.get("zeroshot") or {}).get("tasks", {})})
     out.append("| method | cut | stored ratio | " + " | ".join(d.replace("-test", "") for d in DATASETS) + " | zero-shot mean | "
                + " | ".join(tasks) + " | prep CPU min | train tokens |")
@@ -169,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--windows", type=int, default=4, help="test windows of 2048 tokens per dataset")
     p.add_argument("--limit", type=int, default=250, help="zero-shot items per task (0 = all)")
     p.add_argument("--rank", type=int, default=32, help="FlexiGPT adapter rank")
-    p.add_argument("--steps", type=int, default=200, help="training steps of flexi+train (batch 4 x 256 tokens)")
+    p.add_argument("--steps", type=int, default=80, help="training steps of flexi+train")
+    p.add_argument("--train-batch", type=int, default=2, help="windows of 256 tokens per training step")
+    p.add_argument("--train-windows", type=int, default=160, help="training windows of 256 tokens from wikitext2-valid (seed 1)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of flexi+train")
     p.add_argument("--smoke", action="store_true",
                    help="1 window, 5 items, 30%% only, 4 calibration windows, 2 steps; raw JSON flexigpt-smoke.json, no RESULTS.md")
@@ -184,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         tune(args.tune, args.tune_calib, args.threads)
         return 0
     if args.smoke:
-        args.windows, args.limit, args.ratios, args.steps = 1, 5, [0.7], 2
+        args.windows, args.limit, args.ratios, args.steps, args.train_windows = 1, 5, [0.7], 2, 4
     name = "flexigpt-smoke" if args.smoke else "flexigpt"
     calib_set = CALIB | ({"n_samples": 4} if args.smoke else {})
-    settings = {"windows": args.windows, "limit": args.limit, "rank": args.rank, "steps": args.steps, "lr": args.lr, "calib": calib_set}
+    settings = {"windows": args.windows, "limit": args.limit, "rank": args.rank, "steps": args.steps, "lr": args.lr,
+                "train_batch": args.train_batch, "train_windows": args.train_windows, "calib": calib_set}
     path = RAW_DIR / f"{name}.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     if data.get("settings", {}) | {"ratios": None} != settings | {"ratios": None}:
@@ -201,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     from nas_llm.evaluate import mean_accuracy, perplexities, zeroshot
 
     model, tok, space, calib, stats_fn = setup(dict(calib_samples=calib_set["n_samples"], calib_seq=calib_set["seq_len"]))
+    from nas_llm.model.data import calibration_batch
+
     ctx = {"model": model, "space": space, "calib": calib, "stats": stats_fn, "runs": lambda r: run_for(args.run, r),
-           "dense_decoder": decoder_params(model), "stored_ratio": {}}
+           "dense_decoder": decoder_params(model), "stored_ratio": {},
+           "train_ids": lambda: calibration_batch(tok, CALIB["source"], args.train_windows, 256, seed=1)}
     for r in sorted(args.ratios, reverse=True):
         if f"flexi@{r:g}" in data["rows"]:
             ctx["stored_ratio"][r] = data["rows"][f"flexi@{r:g}"]["params_ratio"]

@@ -38,7 +38,7 @@ def logits(model, x):
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_full_rank_without_normalisation_is_the_dense_model(fam):
     model = tiny_model(fam)
-    out = flexi_refine(model, depth_plan(model, {1, 2}), ids(), rank="full", norm="none", progress=False)
+    out = flexi_refine(model, depth_plan(model, {1, 2}), ids(), rank="full", norm="none", steps=0, progress=False)
     layers = get_family(out).decoder_layers(out)
     assert len(layers) == 4 and isinstance(linears(get_family(out), layers[1])["q"], SharedLowRankLinear)
     torch.testing.assert_close(logits(out, ids(2, 24, 5)), logits(model, ids(2, 24, 5)), atol=1e-4, rtol=0)
@@ -47,7 +47,7 @@ def test_full_rank_without_normalisation_is_the_dense_model(fam):
 @pytest.mark.parametrize("fam", ["llama-gqa", "qwen2", "qwen3"])
 def test_rank_zero_with_shared_vectors_is_block_j(fam):
     model = tiny_model(fam)
-    out = flexi_refine(model, depth_plan(model, {2}), ids(), rank=0, norm="none", vectors="shared", shared={2: 0}, progress=False)
+    out = flexi_refine(model, depth_plan(model, {2}), ids(), rank=0, norm="none", vectors="shared", shared={2: 0}, steps=0, progress=False)
     ref = copy.deepcopy(model)  # reference: block 0's tensors copied into position 2
     fam_ = get_family(ref)
     L = fam_.decoder_layers(ref)
@@ -58,7 +58,7 @@ def test_rank_zero_with_shared_vectors_is_block_j(fam):
 @pytest.mark.parametrize("rank", [0, 1, 5, 32])
 def test_adapter_is_the_best_rank_r_approximation_of_the_difference(rank):
     model = tiny_model("llama-gqa")
-    out = flexi_refine(model, depth_plan(model, {3}), ids(), rank=rank, norm="none", init="svd", shared={3: 1}, progress=False)
+    out = flexi_refine(model, depth_plan(model, {3}), ids(), rank=rank, norm="none", init="svd", shared={3: 1}, steps=0, progress=False)
     fam = get_family(out)
     for role, lin in linears(fam, fam.decoder_layers(out)[3]).items():
         Wi = linears(fam, fam.decoder_layers(model)[3])[role].weight.detach().double().numpy()
@@ -98,8 +98,8 @@ def _branch_outputs(refined, dense, p, x):
 def test_normalisation_matches_block_i_on_calibration_data(norm):
     model, x = tiny_model("llama-gqa"), ids(6, 16)
     plan = depth_plan(model, {1, 2})
-    out = flexi_refine(model, plan, x, rank=2, norm=norm, batch_size=6, progress=False)
-    off = flexi_refine(model, plan, x, rank=2, norm="none", batch_size=6, progress=False)
+    out = flexi_refine(model, plan, x, rank=2, norm=norm, batch_size=6, steps=0, progress=False)
+    off = flexi_refine(model, plan, x, rank=2, norm="none", batch_size=6, steps=0, progress=False)
     for p in (1, 2):
         y, z = _branch_outputs(out, model, p, x)
         for r in ("o", "down"):
@@ -212,14 +212,14 @@ def test_similarity_rules_pick_the_expected_block():
             W0 = linears(fam, L[0])[role].weight
             lin.weight.copy_(W0 + torch.randn(W0.shape[0], 1, generator=g) @ torch.randn(1, W0.shape[1], generator=g) * 0.05)
     plan = depth_plan(model, {2})
-    svd = flexi_refine(model, plan, ids(), rank=1, similarity="svd", norm="none", progress=False)
+    svd = flexi_refine(model, plan, ids(), rank=1, similarity="svd", norm="none", steps=0, progress=False)
     assert svd.config.nas_llm["flexi"]["replaced"][0]["shares"] == 0
-    near = flexi_refine(model, plan, ids(), rank=1, similarity="nearest", norm="none", progress=False)
+    near = flexi_refine(model, plan, ids(), rank=1, similarity="nearest", norm="none", steps=0, progress=False)
     assert near.config.nas_llm["flexi"]["replaced"][0]["shares"] == 1  # 1 and 3 equally near: the earlier
     assert choose_shared({(2, 0): 0.5, (2, 1): 0.1, (2, 3): 0.1}, [2], [0, 1, 3]) == {2: 1}
     with torch.no_grad():
         L[3].load_state_dict(L[2].state_dict())  # an exact twin of block 2 (other than its position)
-    out = flexi_refine(model, plan, ids(), rank=1, similarity="output", norm="none", progress=False)
+    out = flexi_refine(model, plan, ids(), rank=1, similarity="output", norm="none", steps=0, progress=False)
     assert out.config.nas_llm["flexi"]["replaced"][0]["shares"] == 3
 
 
@@ -282,6 +282,6 @@ def test_weighted_low_rank_is_optimal_in_the_input_norm(rank):
 
 def test_weighted_init_at_full_rank_is_still_the_dense_model():
     model = tiny_model("qwen2")
-    out = flexi_refine(model, depth_plan(model, {1, 2}), ids(), rank="full", norm="none", init="asvd", progress=False)
+    out = flexi_refine(model, depth_plan(model, {1, 2}), ids(), rank="full", norm="none", init="asvd", steps=0, progress=False)
     torch.testing.assert_close(logits(out, ids(2, 24, 5)), logits(model, ids(2, 24, 5)), atol=1e-4, rtol=0)
     assert out.config.nas_llm["flexi"]["init"] == "asvd"
