@@ -285,3 +285,18 @@ def test_weighted_init_at_full_rank_is_still_the_dense_model():
     out = flexi_refine(model, depth_plan(model, {1, 2}), ids(), rank="full", norm="none", init="asvd", steps=0, progress=False)
     torch.testing.assert_close(logits(out, ids(2, 24, 5)), logits(model, ids(2, 24, 5)), atol=1e-4, rtol=0)
     assert out.config.nas_llm["flexi"]["init"] == "asvd"
+
+
+@pytest.mark.smollm2
+def test_smollm2_flexi_beats_shortgpt_and_reloads(smollm2, tmp_path):
+    from nas_llm.model.data import calibration_batch
+    from nas_llm.model.metrics import perplexity
+
+    model, tok = smollm2
+    fit = calibration_batch(tok, "wikitext2-valid", 8, 128, seed=1)
+    held = calibration_batch(tok, "wikitext2-valid", 4, 128, seed=2)
+    plan = depth_plan(model, {3, 12, 13, 14, 15, 16, 17, 25, 26})  # ShortGPT's 30% cut (Block Influence on wikitext2-valid)
+    out = flexi_refine(model, plan, fit, steps=0, progress=False)
+    assert perplexity(out, held) < perplexity(slice_model(model, plan), held)
+    back = load_subnet(export(out, tmp_path / "compact"))
+    torch.testing.assert_close(logits(back, held[:1, :64]), logits(out, held[:1, :64]), atol=1e-3, rtol=1e-4)
