@@ -108,15 +108,27 @@ def model_card(run: Run, sel: Selection, reformed: bool, params: int, command: s
 
 
 def export_pick(run: Run | str | Path, spec: str | int, out: str | Path, overwrite: bool = False, model: nn.Module | None = None,
-                tokenizer: Any = None, command: str | None = None) -> Path:
-    """Python entry point: export row ``spec`` (id or 'knee') of ``run`` to ``out``; returns the folder."""
+                tokenizer: Any = None, command: str | None = None, materialize: bool = False) -> Path:
+    """Python entry point: export row ``spec`` (id or 'knee') of ``run`` to ``out``; returns the folder.
+
+    ``materialize``: for a run reformed with ``--method flexi``, write every replacement block in full (a
+    stock model transformers loads) instead of the compact form (shared weights once, ``load_subnet`` only).
+    """
     run = run if isinstance(run, Run) else Run(run)
     run.require()
     out = Path(out)
+    method = (run.settings().get("reform") or {}).get("method")
+    if materialize and method != "flexi":
+        raise ConfigError(f"--materialize applies to runs reformed with --method flexi; {run.path} was "
+                          f"{'reformed with ' + method if method else 'not reformed'}, so its export is already a plain model")
     check_export_target(out, overwrite)  # fail before minutes of slicing/reforming; never replaces a non-export
     sel = pick(run, spec)
     command = command or f"nas-llm export {shlex.quote(str(run.path))} --pick {spec} --out {shlex.quote(str(out))}"
     sliced, tok, reformed = build_model(run, sel, model, tokenizer)
+    if materialize:
+        from nas_llm.model.shared_block import materialize as materialized
+
+        sliced = materialized(sliced)
     params = int(sum(p.numel() for p in sliced.parameters()))
     meta = provenance(run, sel, reformed, command)
     card = model_card(run, sel, reformed, params, command)

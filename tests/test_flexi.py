@@ -300,3 +300,51 @@ def test_smollm2_flexi_beats_shortgpt_and_reloads(smollm2, tmp_path):
     assert perplexity(out, held) < perplexity(slice_model(model, plan), held)
     back = load_subnet(export(out, tmp_path / "compact"))
     torch.testing.assert_close(logits(back, held[:1, :64]), logits(out, held[:1, :64]), atol=1e-3, rtol=1e-4)
+
+
+def _flexi_run(tmp_path, monkeypatch):
+    """A hand-made run reformed with --method flexi (its reformation: layer 1 replaced by a shared block)."""
+    import nas_llm.reform as run_reform
+    from test_select import make_run
+
+    run = make_run(tmp_path, reform={"method": "flexi"})
+
+    def flexi_for_run(run_dir, subnet, model, tokenizer, progress=True):
+        return flexi_refine(model, depth_plan(model, {1}), ids(), rank=2, norm="lsq", progress=False)
+
+    monkeypatch.setattr(run_reform, "reform_for_run", flexi_for_run)
+    return run
+
+
+def test_flexi_run_exports_compact_materialised_and_gguf(tmp_path, monkeypatch):
+    """One flexi pick, three files: compact (load_subnet), materialised (stock transformers), GGUF (llama.cpp); same logits."""
+    from transformers import AutoModelForCausalLM
+
+    from nas_llm.deploy import export_pick
+    from nas_llm.model import llamacpp
+    from nas_llm.model.gguf import export_gguf
+    from tiny_bpe import bpe_tokenizer
+
+    run = _flexi_run(tmp_path, monkeypatch)
+    ref = load_subnet(export_pick(run, 2, tmp_path / "compact"))
+    assert any(isinstance(m, SharedLowRankLinear) for m in ref.modules())
+    x = ids(1, 24, 7)
+    mat = AutoModelForCausalLM.from_pretrained(str(export_pick(run, 2, tmp_path / "full", materialize=True))).eval()
+    torch.testing.assert_close(logits(mat, x), logits(ref, x), atol=1e-4, rtol=0)
+    sizes = {p.name: sum(f.stat().st_size for f in p.glob("*.safetensors")) for p in (tmp_path / "compact", tmp_path / "full")}
+    assert sizes["compact"] < sizes["full"]
+    gguf = export_gguf(ref, tmp_path / "flexi.gguf", bpe_tokenizer())  # the run's tokenizer is word-level: llama.cpp has none
+    cpp = llamacpp.open_model(gguf, n_ctx=64, threads=1, f32_kv=True, logits_all=True)
+    got = llamacpp.logits(cpp, x[0].tolist())
+    assert float(np.abs(got - logits(ref, x)[0].numpy()).max()) < 1e-3
+
+
+def test_materialize_is_refused_for_a_run_that_is_not_flexi(tmp_path, capsys):
+    from nas_llm.cli import main
+    from test_select import make_run
+
+    run = make_run(tmp_path, reform={"method": "admm"})
+    assert main(["export", str(run.path), "--pick", "2", "--out", str(tmp_path / "x"), "--materialize"]) == 2
+    err = capsys.readouterr().err
+    assert "--materialize applies to runs reformed with --method flexi" in err and "admm" in err
+    assert not (tmp_path / "x").exists()

@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hf: safetensors folder for nas_llm.load_subnet; gguf: one file for llama.cpp (default: %(default)s)")
     p.add_argument("--type", default="f32", choices=OUTTYPES, dest="outtype",
                    help="GGUF weight type; f16 and the quantised types come from llama.cpp's quantiser (default: %(default)s)")
+    p.add_argument("--materialize", action="store_true",
+                   help="hf, run reformed with --method flexi: write each replacement block in full (stock transformers "
+                        "loads it) instead of the compact shared form; GGUF is always materialised")
     p.add_argument("--no-check", action="store_true", help="GGUF: skip loading the file in llama.cpp before it is put in place")
     p.add_argument("--tokenizer-pre", default=None,
                    help="GGUF from an HF BPE tokenizer: llama.cpp's pre-tokenizer name (e.g. llama-bpe, qwen2)")
@@ -37,9 +40,11 @@ def main(args: argparse.Namespace) -> int:
     if args.format == "hf":
         if args.outtype != "f32" or args.tokenizer_pre or args.no_check:
             raise ConfigError("--type, --tokenizer-pre and --no-check apply to --format gguf")
-        out = export_pick(args.run, args.pick, args.out, overwrite=args.overwrite, command=cmd)
+        out = export_pick(args.run, args.pick, args.out, overwrite=args.overwrite, command=cmd, materialize=args.materialize)
         print(f"exported to {out}\n  evaluate it: nas-llm evaluate {shlex.quote(str(out))} --limit 100")
         return 0
+    if args.materialize:
+        raise ConfigError("--materialize applies to --format hf; a GGUF of a flexi run is always materialised")
     from nas_llm.model.gguf import read_arch
 
     out = export_pick_gguf(args.run, args.pick, args.out, args.outtype, overwrite=args.overwrite, command=cmd,

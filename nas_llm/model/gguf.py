@@ -35,6 +35,7 @@ from search_spaces import get_family
 from .atomic import atomic_path
 from .gguf_vocab import GGUFError, add_tokenizer
 from .llamacpp import OUTTYPES, LlamaCppError, check_loads, check_outtype, quantize
+from .shared_block import materialize, replacements
 
 SOURCE_GGUF_ATTR = "nas_llm_source_gguf"  # config attribute set by load_model for models read from a GGUF
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
@@ -317,6 +318,7 @@ def export_gguf(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None
     ``outtype``: one of :data:`OUTTYPES` (f16 and quantised types come from llama.cpp's quantiser).
     ``source_gguf``: the GGUF the model was read from, whose tokenizer keys are copied (default: the
     one ``load_model`` recorded); otherwise the vocabulary is built from the HF ``tokenizer``.
+    A FlexiGPT model (shared blocks + adapters) is materialised first (:func:`~nas_llm.model.shared_block.materialize`).
     ``arch``: force a llama.cpp architecture instead of choosing one. ``check``: load the file in
     llama.cpp before it replaces ``path``; a file llama.cpp refuses is deleted and its message raised.
     """
@@ -325,6 +327,8 @@ def export_gguf(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None
     except LlamaCppError as e:
         raise GGUFError(str(e)) from None
     out = check_gguf_target(path, overwrite)
+    if replacements(model):  # FlexiGPT's shared blocks: llama.cpp has no weight sharing, so each replacement is written in full
+        model = materialize(model)
     spec = choose_arch(model, arch)
     source = source_gguf if source_gguf is not None else getattr(model.config, SOURCE_GGUF_ATTR, None)
     if source is not None and not Path(source).is_file():
