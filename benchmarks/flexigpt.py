@@ -7,7 +7,8 @@ Rows (cached in ``benchmarks/results/flexigpt.json`` as soon as each is measured
                   output normalisation fitted on calibration data, no training)
     flexi+train   flexi + short training of adapters/normalisation on the calibration tokens (tokens and
                   CPU minutes recorded)
-    ours+admm     width+depth search (--run) + ADMM, the front member nearest flexi's *stored* parameters
+    ours+admm     width+depth search (--run) + ADMM, the front member nearest flexi's *stored* parameters; without
+                  --run, the quality table's ours+admm row at the same ratio (its plan from quality-main.json, ADMM redone)
 
 Stored parameters count a shared block once (``nas_llm.model.shared_block.stored_params``); the ratio
 column is stored decoder parameters / dense. Test perplexity: WikiText-2 and PTB test, --windows windows
@@ -63,9 +64,16 @@ def build(method: str, ratio: float, ctx: dict, args) -> tuple[torch.nn.Module, 
     info: dict = {}
     if method == "dense":
         model = ctx["model"]
+    elif method == "ours+admm" and ctx["runs"](ratio) is None:  # the quality table's own pick at this ratio, ADMM redone
+        from benchmarks.deploy_llamacpp import quality_rows, rebuild
+
+        key = f"ours+admm@{ratio:g}"
+        row = quality_rows(RAW_DIR / "quality-main.json")["rows"].get(key)
+        if row is None or "plan" not in row:
+            raise ValueError(f"'ours+admm' needs --run RUN (or RATIO=RUN), or a {key} row with a plan in quality-main.json")
+        model = rebuild(row, ctx["model"], ctx["calib"])
+        info = {"source": f"quality-main.json {key} (search run {row.get('run')})", "target_ratio": ratio}
     elif method == "ours+admm":
-        if ctx["runs"](ratio) is None:
-            raise ValueError("'ours+admm' needs --run RUN (or RATIO=RUN)")
         target = ctx["stored_ratio"].get(ratio, ratio)  # flexi's stored params at this ratio: the same budget
         model, info = quality_build("ours+admm", target, ctx["model"], ctx["stats"], ctx["calib"], ctx["space"], ctx["runs"](ratio))
         info = {k: v for k, v in info.items() if k not in ("plan", "subnet")} | {"target_ratio": target}

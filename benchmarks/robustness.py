@@ -11,6 +11,7 @@ tokenizer) and a finished small run, and is classified:
 
     python benchmarks/robustness.py                 # all cases, table to stdout, JSON to benchmarks/results/
     python benchmarks/robustness.py --only export   # cases whose name starts with "export"
+    flock /tmp/nasllm-heavy.lock python benchmarks/robustness.py --md benchmarks/ROBUSTNESS.md   # the published table
 """
 from __future__ import annotations
 
@@ -224,6 +225,10 @@ def cases(env: Env) -> list[Case]:
              clear=r"run\.json|not a nas-llm run"),
         Case("export --format gguf --type q3", ["export", R, "--pick", "knee", "--format", "gguf", "--type", "q3",
                                                  "--out", str(env.root / "m.gguf")], clear=r"q8_0|f16"),
+        Case("export --materialize of a run not reformed with flexi", ["export", R, "--pick", "knee", "--materialize", "--out",
+             str(env.root / "x6")], clear=r"--materialize applies to runs reformed with --method flexi"),
+        Case("export --format gguf --materialize", ["export", R, "--pick", "knee", "--format", "gguf", "--materialize", "--out",
+             str(env.root / "x7.gguf")], clear=r"--materialize applies to --format hf"),
         Case("export --format foo", ["export", R, "--pick", "knee", "--format", "foo", "--out", str(env.root / "m")], clear=r"invalid choice|format"),
         Case("export gguf onto an existing file", ["export", R, "--pick", "knee", "--format", "gguf", "--out", str(env.root / "calib.txt")],
              clear=r"--overwrite|exists", post=lambda e: None if e.text.read_text().strip() else "calib.txt emptied"),
@@ -404,11 +409,35 @@ def classify(case: Case, p: subprocess.CompletedProcess, problem: str | None) ->
     return "clear", msg[:200]
 
 
+def markdown(data: dict, cmd: str) -> str:
+    """benchmarks/ROBUSTNESS.md: counts, then one row per case (what was typed, what came back)."""
+    from benchmarks._results import header
+
+    rows, c = data["cases"], data["counts"]
+    faults = [r for r in rows if r["case"].startswith("fault")]
+    lines = [header("Bad-input and fault sweep (issue 21)", data["machine"], cmd).replace("## ", "# ", 1),
+             "Each case runs `python -m nas_llm.cli ...` in a fresh process against a tiny random LLaMA and a finished "
+             "small run (see the docstring of `benchmarks/robustness.py` for the classification). **clear**: exit 2, one "
+             "`nas-llm CMD: error:` line, no traceback, and the message names what the case needs (value, range or fix); "
+             "**weak**: refused without a traceback but the message misses that; **bug**: a traceback, a wrong exit code, "
+             "or a user file / finished evaluation lost. Cases that must succeed are clear when they exit 0 and keep "
+             "their post-condition. Faults are clear when nothing finished was lost.\n",
+             f"**{len(rows)} cases: {c['clear']} clear, {c['weak']} weak, {c['bug']} bug**; faults survived with nothing lost: "
+             f"{sum(r['verdict'] == 'clear' for r in faults)} of {len(faults)}. Tracebacks without `--debug`: "
+             f"{sum('Traceback' in r['why'] for r in rows)}. Sweep time {data['seconds']} s.\n",
+             "| # | case | verdict | exit | message / outcome |", "|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        why = r["why"].replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {i} | `{r['case'].replace('|', '/')}` | {r['verdict']} | {r.get('exit', '')} | {why} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="run only cases whose name starts with this")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "robustness.json"))
     ap.add_argument("--keep", action="store_true", help="keep the sandbox folder")
+    ap.add_argument("--md", default=None, help="also write the table as markdown here (benchmarks/ROBUSTNESS.md)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="nasllm-robust-"))
     env = Env(root / "w")
@@ -438,7 +467,12 @@ def main() -> int:
     counts = {v: sum(r["verdict"] == v for r in rows) for v in ("clear", "weak", "bug", "skipped")}
     print(json.dumps(counts), f"{len(rows)} cases in {time.time() - t0:.0f} s")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"counts": counts, "cases": rows, "seconds": round(time.time() - t0)}, indent=1))
+    from benchmarks._results import command_line, machine
+
+    data = {"counts": counts, "cases": rows, "seconds": round(time.time() - t0), "machine": machine(), "command": command_line()}
+    Path(args.json).write_text(json.dumps(data, indent=1))
+    if args.md:
+        Path(args.md).write_text(markdown(data, command_line()))
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0
