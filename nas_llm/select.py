@@ -18,6 +18,7 @@ import pandas as pd
 
 from nas_llm.errors import ConfigError
 from objectives import OBJECTIVES, Traits
+from objectives.base import finite_number
 
 from . import front
 from .front import full_fidelity  # noqa: F401 (public name of this module)
@@ -321,13 +322,7 @@ def parse_weights(text: str, objectives: Objectives) -> np.ndarray:
 
 
 def _weight(v: str, text: str) -> float:
-    try:
-        w = float(v)
-    except ValueError:
-        raise ConfigError(f"--weights {text!r}: {v.strip()!r} is not a number; e.g. --weights perplexity=1,latency=2") from None
-    if not math.isfinite(w) or w < 0:
-        raise ConfigError(f"--weights {text!r}: {v.strip()} must be a finite number >= 0")
-    return w
+    return finite_number(v, f"--weights {text!r}:", "; e.g. --weights perplexity=1,latency=2", minimum=0)
 
 
 def by_weights(df: pd.DataFrame, objectives: Objectives, weights: np.ndarray) -> Selection:

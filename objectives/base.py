@@ -256,14 +256,21 @@ def describe_objective(obj: Objective) -> dict[str, Any]:
     return out
 
 
-def _bound(s: str, text: str) -> float:
+def finite_number(s: str, what: str, why: str = "", minimum: float | None = None, why_finite: str = "") -> float:
+    """``float(s)``, refused with a :class:`ConfigError` naming ``what`` unless finite (and ``>= minimum``)."""
     try:
         v = float(s)
     except ValueError:
-        raise ConfigError(f"constraint {text!r}: bound {s!r} is not a number") from None
+        raise ConfigError(f"{what} {s.strip()!r} is not a number{why}") from None
     if not math.isfinite(v):
-        raise ConfigError(f"constraint {text!r}: bound {s} is not a finite number; a NaN or infinite bound would disable the limit")
+        raise ConfigError(f"{what} {s.strip()} is not a finite number{why_finite or why}")
+    if minimum is not None and v < minimum:
+        raise ConfigError(f"{what} {s.strip()} must be >= {minimum:g}{why}")
     return v
+
+
+def _bound(s: str, text: str) -> float:
+    return finite_number(s, f"constraint {text!r}: bound", why_finite="; a NaN or infinite bound would disable the limit")
 
 
 @dataclass(frozen=True)
