@@ -147,6 +147,9 @@ def test_materialised_export_loads_with_stock_classes(fam, norm, stock, tmp_path
     d = export(mat, tmp_path / "m")
     back = AutoModelForCausalLM.from_pretrained(str(d)) if stock else load_subnet(d)
     assert bool(json.loads((d / "config.json").read_text())["nas_llm"].get("nonstock")) is not stock
+    if not stock:  # the o/down shift has no slot in the stock class: stock loading must refuse, not drop it
+        with pytest.raises(Exception, match="(?i)size|mismatch|shape"):
+            AutoModelForCausalLM.from_pretrained(str(d))
     torch.testing.assert_close(logits(back.eval(), ids(2, 24, 4)), logits(out, ids(2, 24, 4)), atol=1e-4, rtol=0)
 
 
@@ -348,3 +351,49 @@ def test_materialize_is_refused_for_a_run_that_is_not_flexi(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--materialize applies to runs reformed with --method flexi" in err and "admm" in err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("fam", ["llama-gqa", "qwen2"])
+def test_compact_export_refuses_stock_loading(fam, tmp_path):
+    """Stock classes would re-initialise the shared maps at random: the compact folder must not load there."""
+    from transformers import AutoModelForCausalLM
+
+    model = tiny_model(fam)
+    out = flexi_refine(model, depth_plan(model, {1, 3}), ids(), rank=2, progress=False)
+    d = export(out, tmp_path / "compact")
+    with pytest.raises(Exception, match="(?i)size|mismatch|shape"):
+        AutoModelForCausalLM.from_pretrained(str(d))
+    torch.testing.assert_close(logits(load_subnet(d), ids(2, 24, 4)), logits(out, ids(2, 24, 4)), atol=1e-5, rtol=0)
+
+
+def test_reform_run_flexi_skips_rows_that_drop_no_layer(tmp_path, capsys):
+    """`nas-llm reform --method flexi` on a front with the dense row and width cuts: those rows stay unreformed and
+    are named; a depth-only row is reformed; a skipped row exports as its sliced model."""
+    from nas_llm.cli import main
+    from nas_llm.deploy import build_model
+    from nas_llm.model.flexi import not_applicable
+    from nas_llm.run import Run
+    from nas_llm.select import pick
+    from search_spaces import LayerChoice, Subnet
+    from test_select import make_run
+
+    run = make_run(tmp_path)
+    df = run.table()
+    space = SubnetSpace.from_model(load_subnet(tmp_path / "model").config, granularity=32)
+    dense = space.dense()
+    depth = Subnet(tuple(LayerChoice(lc.kv_groups, lc.neurons, i != 1) for i, lc in enumerate(dense.layers)))
+    df.loc[df["id"] == 1, ["subnet", "key"]] = [depth.to_json(), depth.key()]
+    df["pareto"] = True
+    run.write_table(df)
+    skip = {int(i) for i, sj in zip(df["id"], df["subnet"]) if not_applicable(run.ranking().resolve(Subnet.from_json(sj)), space.dims)}
+    assert 0 in skip and 1 not in skip
+    assert main(["reform", str(run.path), "--method", "flexi", "--n-samples", "2", "--seq-len", "16"]) == 0
+    err = capsys.readouterr().err
+    assert f"{len(skip)} Pareto rows left unreformed" in err
+    t = Run(run.path).table()
+    assert {int(i) for i in t.loc[~t["reformed"].astype(bool), "id"]} == skip
+    sel = pick(Run(run.path), 0)
+    model, _, _ = build_model(Run(run.path), sel)  # a skipped row exports as its sliced model
+    assert not any(isinstance(m, SharedLowRankLinear) for m in model.modules())
+    model, _, _ = build_model(Run(run.path), pick(Run(run.path), 1))
+    assert any(isinstance(m, SharedLowRankLinear) for m in model.modules())

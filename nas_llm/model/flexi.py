@@ -49,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from nas_llm.errors import ConfigError
 from search_spaces import Plan, get_family
 from search_spaces.family import Family, ModelDims
 from search_spaces.plan import check_plan
@@ -56,7 +57,7 @@ from search_spaces.plan import check_plan
 from .reform import _capture_layer_inputs, _run_layer
 from .shared_block import (NORMED, NORMS, VECTORS, SharedLowRankLinear, check_choice, linears, replacement_block,
                            replacement_record, role_rank)
-from .slicing import _set_layers, slice_model, update_config
+from .slicing import _set_layers, mark_nonstock, slice_model, update_config
 
 SIMILARITY = ("svd", "output", "nearest")
 INITS = ("svd", "asvd")
@@ -224,16 +225,29 @@ def _fit_normalisation(model: nn.Module, dense: nn.ModuleList, ids: torch.Tensor
         hs = [_run_layer(layer, h, kw[p]) for h, kw in zip(hs, kws)]
 
 
-def _dropped_and_candidates(plan: Plan, dims: ModelDims) -> tuple[list[int], list[int]]:
-    """The dropped layers, and the kept layers at full width (the only ones a replacement can share)."""
+def _split(plan: Plan, dims: ModelDims) -> tuple[list[int], list[int]]:
     dropped = [i for i, lp in enumerate(plan.layers) if not lp.keep]
     cands = [i for i, lp in enumerate(plan.layers) if lp.keep and len(lp.kv_groups) == dims.num_kv_heads
              and len(lp.neurons) == dims.intermediate]
-    if not dropped:
-        raise ValueError("flexi replaces dropped layers, and this plan drops none; use method admm/exact for width cuts")
-    if not cands:
-        raise ValueError("flexi shares a kept block at full width, and this plan keeps none at full width")
     return dropped, cands
+
+
+def not_applicable(plan: Plan, dims: ModelDims) -> str | None:
+    """Why flexi cannot refine ``plan`` (no dropped layer, or no full-width kept block to share), else None."""
+    dropped, cands = _split(plan, dims)
+    if not dropped:
+        return "flexi replaces dropped layers, and this plan drops none; use method admm/exact for width cuts"
+    if not cands:
+        return "flexi shares a kept block at full width, and this plan keeps none at full width"
+    return None
+
+
+def _dropped_and_candidates(plan: Plan, dims: ModelDims) -> tuple[list[int], list[int]]:
+    """The dropped layers, and the kept layers at full width (the only ones a replacement can share)."""
+    why = not_applicable(plan, dims)
+    if why:
+        raise ConfigError(why)
+    return _split(plan, dims)
 
 
 def _assemble(model: nn.Module, plan: Plan, pairs: dict[int, int], make, subnet: Any) -> nn.Module:
@@ -274,7 +288,7 @@ def flexi_refine(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, rank: in
                              ("vectors", vectors, VECTORS), ("loss", loss, LOSSES)):
         check_choice(name, v, allowed)
     if calib_ids.dim() != 2 or calib_ids.shape[0] < 1:
-        raise ValueError(f"calib_ids must be [n_samples, seq_len], got shape {tuple(calib_ids.shape)}")
+        raise ConfigError(f"calib_ids must be [n_samples, seq_len], got shape {tuple(calib_ids.shape)}")
     fam = get_family(model)
     dims = fam.dims(model.config)
     check_plan(plan, dims)
@@ -290,7 +304,7 @@ def flexi_refine(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, rank: in
     pairs = {**choose_shared(scores, dropped, cands), **(shared or {})}
     bad = {i: j for i, j in pairs.items() if i not in dropped or j not in cands}
     if bad:
-        raise ValueError(f"flexi shared={bad}: keys must be dropped layers {dropped}, values full-width kept layers {cands}")
+        raise ConfigError(f"flexi shared={bad}: keys must be dropped layers {dropped}, values full-width kept layers {cands}")
     out = _assemble(model, plan, pairs, lambda i, j: replacement_block(fam, dense[i], j, rank, norm, vectors, grams.get(i)), subnet)
     if norm != "none":
         _fit_normalisation(out, dense, calib_ids, norm, batch_size)
@@ -301,7 +315,9 @@ def flexi_refine(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, rank: in
                 "n_samples": int(calib_ids.shape[0]), "seq_len": int(calib_ids.shape[1])}
     flexi = {**settings, "replaced": replacement_record(fam, fam.decoder_layers(out), pairs), "losses": _thin(losses),
              "scores": None if scores is None else {str(i): round(scores[i, j], 6) for i, j in pairs.items() if (i, j) in scores}}
+    flexi["was_nonstock"] = bool(out.config.nas_llm.get("nonstock"))  # materialize() restores the stock fields otherwise
     out.config.nas_llm = {**out.config.nas_llm, "flexi": flexi, "reform": {"method": "flexi", **settings}}
+    mark_nonstock(out.config)  # stock classes would re-initialise the shared maps: only load_subnet may load the compact form
     return out
 
 

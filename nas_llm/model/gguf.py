@@ -112,8 +112,9 @@ def problems(model: nn.Module, arch: Arch) -> list[str]:
             out.append(f"{where[i]}: head_count {s.heads} x head size {dims.head_dim} != hidden size {dims.hidden}, and "
                        f"llama.cpp's {arch.name} architecture needs q/o projections of the full hidden size")
         for role in [r for r in ROLES if r in s.biases and r not in arch.biases]:
-            out.append(f"{where[i]}: {role}_proj has a bias (bias compensation adds them to o/down), which llama.cpp's "
-                       f"{arch.name} architecture does not read; reform without bias compensation")
+            out.append(f"{where[i]}: {role}_proj has a bias (bias compensation, or FlexiGPT's output shift with norm "
+                       f"lsq/affine, adds them to o/down), which llama.cpp's {arch.name} architecture does not read; reform "
+                       f"without bias compensation (FlexiGPT: norm='scale' or 'none')")
     if bool(fam.head_norms) != arch.head_norms:
         out.append(f"the model {'has' if fam.head_norms else 'lacks'} per-head q/k norms, which llama.cpp's {arch.name} "
                    f"architecture {'does not apply' if fam.head_norms else 'requires'}")

@@ -21,10 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nas_llm.errors import ConfigError
 from search_spaces import get_family
 from search_spaces.family import Family, ModelDims
 
-from .slicing import mark_nonstock
+from .slicing import mark_nonstock, unmark_nonstock
 
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 NORMED = ("o", "down")  # the maps whose outputs are the block's two residual updates
@@ -81,7 +82,7 @@ class SharedLowRankLinear(nn.Module):
 
 def check_choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ValueError(f"flexi {name}={value!r}; choose one of {', '.join(map(str, allowed))}")
+        raise ConfigError(f"flexi {name}={value!r}; choose one of {', '.join(map(str, allowed))}")
 
 
 def role_rank(rank: int | str, shape: tuple[int, int]) -> int:
@@ -89,7 +90,7 @@ def role_rank(rank: int | str, shape: tuple[int, int]) -> int:
     if rank == "full":
         return min(shape)
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
-        raise ValueError(f"flexi rank must be an int >= 0 or 'full', got {rank!r}")
+        raise ConfigError(f"flexi rank must be an int >= 0 or 'full', got {rank!r}")
     return min(rank, *shape)
 
 
@@ -229,7 +230,10 @@ def materialize(model: nn.Module) -> nn.Module:
                 new.bias.copy_(b)
                 added |= set() if _role_bias(dims, role) else {role}
             fam.set_linear(layers[e["layer"]], role, new)
+    was_nonstock = bool(out.config.nas_llm["flexi"].get("was_nonstock"))
     out.config.nas_llm = {k: v for k, v in out.config.nas_llm.items() if k != "flexi"} | {"materialized": "flexi"}
+    if not was_nonstock:  # plain linears again: the stock fields the subnet had before the shared maps
+        unmark_nonstock(out.config)
     if added:
         _bias_slots(out, fam, added)
     return out
