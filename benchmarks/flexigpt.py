@@ -124,7 +124,34 @@ def table(data: dict, cmd: str) -> str:
                        + f" | {fmt(100 * zs['mean']) if zs else '—'} | "
                        + " | ".join(fmt(100 * zs["tasks"][t]) if t in zs.get("tasks", {}) else "—" for t in tasks)
                        + f" | {row['cpu_minutes']:.1f} | {row.get('train_tokens') or '—'} |")
+    lines = verdict(data)
+    if lines:
+        out += ["", "Computed from the rows above (metrics: both test perplexities, the zero-shot mean and each task):", *lines]
     return "\n".join(out)
+
+
+def verdict(data: dict) -> list[str]:
+    """Per ratio: on how many metrics (2 test perplexities, zero-shot mean, each task) each FlexiGPT row beats
+    ShortGPT (the paper's claim) and ours+ADMM; computed from the rows, so a re-run cannot leave a stale reading."""
+    out = []
+    for r in data["settings"]["ratios"]:
+        rows = {m: data["rows"].get(f"{m}@{r:g}") for m in METHODS if m != "dense"}
+
+        def metrics(row: dict) -> dict:
+            zs = row.get("zeroshot") or {}
+            return {**{d: -row["ppl"][d] for d in DATASETS}, "zero-shot mean": zs.get("mean", float("nan")),
+                    **{t: v for t, v in zs.get("tasks", {}).items()}}
+
+        for f in ("flexi", "flexi+train"):
+            for other in ("shortgpt", "ours+admm"):
+                if rows.get(f) and rows.get(other):
+                    a, b = metrics(rows[f]), metrics(rows[other])
+                    won = [k for k in a if k in b and a[k] > b[k]]
+                    lost = [k for k in a if k in b and a[k] < b[k]]
+                    tied = [k for k in a if k in b and a[k] == b[k]]
+                    out.append(f"- {int(round(100 * (1 - r)))}% cut: {f} beats {other} on {len(won)} of {len(a)} metrics"
+                               + (f"; loses on {', '.join(lost)}" if lost else "") + (f"; ties on {', '.join(tied)}" if tied else ""))
+    return out
 
 
 def tune(configs: list[str], n_calib: int, threads: int) -> None:
