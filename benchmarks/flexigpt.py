@@ -110,7 +110,9 @@ def table(data: dict, cmd: str) -> str:
                f"test ppl over the first {s['windows']} windows of 2048 tokens; zero-shot on the first {s['limit']} items of "
                f"each task. Ratio = stored decoder parameters / dense (a shared block counts once). FlexiGPT: rank "
                f"{s['rank']}, input-weighted SVD init, least-squares output normalisation; flexi+train: {s['steps']} KD steps of "
-               f"{s['train_batch']} x 256 tokens (lr {s['lr']:g}) drawn from {s['train_windows']} windows of {c['source']} (seed 1).\n")
+               f"{s['train_batch']} x 256 tokens (lr {s['lr']:g}) drawn from {s['train_windows']} windows of {c['source']} (seed 1). "
+               "No 'ShortGPT + ADMM' row: ADMM refits the input columns a width cut removes from a kept map, and dropping "
+               "whole blocks removes none, so it does not apply to a depth-only cut.\n")
     tasks = sorted({t for r in rows.values() for t in (r.get("zeroshot") or {}).get("tasks", {})})
     out.append("| method | cut | stored ratio | " + " | ".join(d.replace("-test", "") for d in DATASETS) + " | zero-shot mean | "
                + " | ".join(tasks) + " | prep CPU min | train tokens |")
