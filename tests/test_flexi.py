@@ -12,7 +12,7 @@ from safetensors import safe_open
 from nas_llm.model.export import export, load_subnet
 from nas_llm.model.flexi import choose_shared, flexi_refine
 from nas_llm.model.reform import reform
-from nas_llm.model.shared_block import SharedLowRankLinear, extra_params, linears, materialize, stored_params
+from nas_llm.model.shared_block import SharedLowRankLinear, extra_params, materialize, stored_params
 from nas_llm.model.slicing import slice_model
 from objectives import Context
 from objectives.params import StoredParams
@@ -40,7 +40,7 @@ def test_full_rank_without_normalisation_is_the_dense_model(fam):
     model = tiny_model(fam)
     out = flexi_refine(model, depth_plan(model, {1, 2}), ids(), rank="full", norm="none", steps=0, progress=False)
     layers = get_family(out).decoder_layers(out)
-    assert len(layers) == 4 and isinstance(linears(get_family(out), layers[1])["q"], SharedLowRankLinear)
+    assert len(layers) == 4 and isinstance(get_family(out).linears(layers[1])["q"], SharedLowRankLinear)
     torch.testing.assert_close(logits(out, ids(2, 24, 5)), logits(model, ids(2, 24, 5)), atol=1e-4, rtol=0)
 
 
@@ -60,9 +60,9 @@ def test_adapter_is_the_best_rank_r_approximation_of_the_difference(rank):
     model = tiny_model("llama-gqa")
     out = flexi_refine(model, depth_plan(model, {3}), ids(), rank=rank, norm="none", init="svd", shared={3: 1}, steps=0, progress=False)
     fam = get_family(out)
-    for role, lin in linears(fam, fam.decoder_layers(out)[3]).items():
-        Wi = linears(fam, fam.decoder_layers(model)[3])[role].weight.detach().double().numpy()
-        Wj = linears(fam, fam.decoder_layers(model)[1])[role].weight.detach().double().numpy()
+    for role, lin in fam.linears(fam.decoder_layers(out)[3]).items():
+        Wi = fam.linears(fam.decoder_layers(model)[3])[role].weight.detach().double().numpy()
+        Wj = fam.linears(fam.decoder_layers(model)[1])[role].weight.detach().double().numpy()
         W, _ = lin.materialize()
         sv = np.linalg.svd(Wi - Wj, compute_uv=False)  # Eckart-Young: the error of the best rank-r fit
         assert np.linalg.norm(W.double().numpy() - Wi) == pytest.approx(np.sqrt((sv[rank:] ** 2).sum()), rel=1e-4, abs=1e-5)
@@ -79,7 +79,7 @@ def _branch_outputs(refined, dense, p, x):
 
     def outputs(layer, h=None, kw=None):
         got = {}
-        lins = linears(fam, layer)
+        lins = fam.linears(layer)
         hs = [lins[r].register_forward_hook(lambda m, a, y, r=r: got.update({r: y.detach().reshape(-1, y.shape[-1]).double()}))
               for r in ("o", "down")]
         with torch.no_grad():
@@ -211,8 +211,8 @@ def test_similarity_rules_pick_the_expected_block():
     L = fam.decoder_layers(model)
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():  # block 2 = block 0 + a small rank-1 change in every map
-        for role, lin in linears(fam, L[2]).items():
-            W0 = linears(fam, L[0])[role].weight
+        for role, lin in fam.linears(L[2]).items():
+            W0 = fam.linears(L[0])[role].weight
             lin.weight.copy_(W0 + torch.randn(W0.shape[0], 1, generator=g) @ torch.randn(1, W0.shape[1], generator=g) * 0.05)
     plan = depth_plan(model, {2})
     svd = flexi_refine(model, plan, ids(), rank=1, similarity="svd", norm="none", steps=0, progress=False)

@@ -55,7 +55,7 @@ from search_spaces.family import Family, ModelDims
 from search_spaces.plan import check_plan
 
 from .reform import _capture_layer_inputs, _run_layer
-from .shared_block import (NORMED, NORMS, VECTORS, SharedLowRankLinear, check_choice, linears, replacement_block,
+from .shared_block import (NORMED, NORMS, VECTORS, SharedLowRankLinear, check_choice, replacement_block,
                            replacement_record, role_rank)
 from .slicing import _set_layers, mark_nonstock, slice_model, update_config
 
@@ -92,11 +92,11 @@ def _svd_scores(fam: Family, layers: nn.ModuleList, dropped: list[int], cands: l
 
 
 def _svd_row(fam: Family, layers: nn.ModuleList, i: int, cands: list[int], rank: int | str, out: dict) -> None:
-    Wi = {r: m.weight.detach().float() for r, m in linears(fam, layers[i]).items()}
+    Wi = {r: m.weight.detach().float() for r, m in fam.linears(layers[i]).items()}
     total = sum(float(W.double().pow(2).sum()) for W in Wi.values())
     for j in cands:
         tail = 0.0
-        for role, lin in linears(fam, layers[j]).items():
+        for role, lin in fam.linears(layers[j]).items():
             D = Wi[role] - lin.weight.detach().float()
             tail += float(D.double().pow(2).sum()) - _captured(D, role_rank(rank, tuple(D.shape)))
         out[i, j] = max(tail, 0.0) / max(total, 1e-30)
@@ -177,7 +177,7 @@ def _dense_pass(model: nn.Module, fam: Family, ids: torch.Tensor, dropped: list[
 
     handles = [layers[i].register_forward_pre_hook(grab(i), with_kwargs=True) for i in dropped if keep_inputs]
     for i in dropped if grams else []:  # q/k/v and gate/up read the same input: one Gram each
-        handles += [linears(fam, layers[i])[r].register_forward_pre_hook(gram(i, r)) for r in ("q", "o", "gate", "down")]
+        handles += [fam.linears(layers[i])[r].register_forward_pre_hook(gram(i, r)) for r in ("q", "o", "gate", "down")]
     try:
         for x in _batches(ids, batch_size):
             model(input_ids=x, use_cache=False)
@@ -192,7 +192,7 @@ def _dense_pass(model: nn.Module, fam: Family, ids: torch.Tensor, dropped: list[
 
 def _branch_outputs(fam: Family, layer: nn.Module, hs: list, kws: list, p: int, roles=NORMED) -> dict[str, list[torch.Tensor]]:
     """Per batch, the outputs of ``roles`` (o_proj, down_proj) when ``layer`` runs at position p on ``hs``."""
-    lins, got = linears(fam, layer), {r: [] for r in roles}
+    lins, got = fam.linears(layer), {r: [] for r in roles}
     handles = [lins[r].register_forward_hook(lambda mod, args, y, r=r: got[r].append(y.detach())) for r in roles]
     try:
         for h, kw in zip(hs, kws):
@@ -217,7 +217,7 @@ def _fit_normalisation(model: nn.Module, dense: nn.ModuleList, ids: torch.Tensor
                 st = _PairStats()
                 for y, z in zip(_branch_outputs(fam, layer, hs, kws, p, (role,))[role], target[role]):
                     st.add(y, z)
-                lin = linears(fam, layer)[role]
+                lin = fam.linears(layer)[role]
                 scale, shift = st.fit(norm)
                 lin.scale.data.copy_(scale)
                 if lin.shift is not None:

@@ -94,10 +94,6 @@ def role_rank(rank: int | str, shape: tuple[int, int]) -> int:
     return min(rank, *shape)
 
 
-def linears(fam: Family, layer: nn.Module) -> dict[str, nn.Module]:
-    return {**fam.attn_linears(layer), **fam.mlp_linears(layer)}
-
-
 def _norm_modules(fam: Family, layer: nn.Module) -> list[nn.Module]:
     att = fam.attention(layer)
     return [getattr(layer, n) for n in fam.layer_norms] + [getattr(att, n) for n in fam.head_norms]
@@ -154,7 +150,7 @@ def replacement_block(fam: Family, block_i: nn.Module, block_j: nn.Module, rank:
     check_choice("norm", norm, NORMS)
     check_choice("vectors", vectors, VECTORS)
     new = copy.deepcopy(block_i)
-    lin_i, lin_j = linears(fam, block_i), linears(fam, block_j)
+    lin_i, lin_j = fam.linears(block_i), fam.linears(block_j)
     for role in ROLES:
         Wi, Wj = lin_i[role].weight.detach(), lin_j[role].weight.detach()
         if Wi.shape != Wj.shape:
@@ -178,7 +174,7 @@ def replacement_record(fam: Family, layers: nn.ModuleList, pairs: dict[int, int]
     """What :func:`rebuild` needs per replacement: position, shared block, ranks, which optional tensors exist."""
     out = []
     for p, j in sorted(pairs.items()):
-        lins = linears(fam, layers[p])
+        lins = fam.linears(layers[p])
         out.append({"layer": p, "shares": j, "ranks": {r: m.rank for r, m in lins.items()},
                     **{k: [r for r, m in lins.items() if getattr(m, k) is not None] for k in ("bias", "scale", "shift")}})
     return out
@@ -197,7 +193,7 @@ def rebuild(model: nn.Module, replaced: list[dict]) -> None:
     fam = get_family(model)
     layers = fam.decoder_layers(model)
     for e in replaced:
-        src = linears(fam, layers[e["shares"]])
+        src = fam.linears(layers[e["shares"]])
         for role in ROLES:
             lin, r = src[role], int(e["ranks"][role])
             out, inp = lin.out_features, lin.in_features
@@ -222,7 +218,7 @@ def materialize(model: nn.Module) -> nn.Module:
     dims = fam.dims(out.config)
     layers, added = fam.decoder_layers(out), set()
     for e in replaced:
-        for role, lin in linears(fam, layers[e["layer"]]).items():
+        for role, lin in fam.linears(layers[e["layer"]]).items():
             W, b = lin.materialize()
             new = nn.Linear(lin.in_features, lin.out_features, bias=b is not None, dtype=W.dtype, device=W.device)
             new.weight.copy_(W)
@@ -249,7 +245,7 @@ def _bias_slots(model: nn.Module, fam: Family, roles: set[str]) -> None:
             setattr(cfg, flag, True)
             with torch.device("meta"):
                 probe = type(layer)(cfg, layer_idx=0)
-            gives[flag] = {r for r, m in linears(fam, probe).items() if m.bias is not None}
+            gives[flag] = {r for r, m in fam.linears(probe).items() if m.bias is not None}
     flags = [f for f, rs in gives.items() if rs & roles]
     covered = set().union(*(gives[f] for f in flags)) if flags else set()
     if not roles <= covered:
@@ -258,6 +254,6 @@ def _bias_slots(model: nn.Module, fam: Family, roles: set[str]) -> None:
     for flag in flags:
         setattr(model.config, flag, True)
     for layer in fam.decoder_layers(model):
-        for role, lin in linears(fam, layer).items():
+        for role, lin in fam.linears(layer).items():
             if role in covered and lin.bias is None:
                 lin.bias = nn.Parameter(lin.weight.new_zeros(lin.out_features))
