@@ -125,10 +125,10 @@ def export_pick(run: Run | str | Path, spec: str | int, out: str | Path, overwri
     sel = pick(run, spec)
     command = command or f"nas-llm export {shlex.quote(str(run.path))} --pick {spec} --out {shlex.quote(str(out))}"
     sliced, tok, reformed = build_model(run, sel, model, tokenizer)
-    if materialize:
-        from nas_llm.model.shared_block import materialize as materialized
+    if materialize:  # a row reform left unreformed (it drops no layer) is a plain sliced model already
+        from nas_llm.model.shared_block import materialize as materialized, replacements
 
-        sliced = materialized(sliced)
+        sliced = materialized(sliced) if replacements(sliced) else sliced
     params = int(sum(p.numel() for p in sliced.parameters()))
     meta = provenance(run, sel, reformed, command)
     card = model_card(run, sel, reformed, params, command)

@@ -397,3 +397,6 @@ def test_reform_run_flexi_skips_rows_that_drop_no_layer(tmp_path, capsys):
     assert not any(isinstance(m, SharedLowRankLinear) for m in model.modules())
     model, _, _ = build_model(Run(run.path), pick(Run(run.path), 1))
     assert any(isinstance(m, SharedLowRankLinear) for m in model.modules())
+    from nas_llm.deploy import export_pick
+
+    assert (export_pick(Run(run.path), 0, tmp_path / "dense-row", materialize=True) / "config.json").is_file()  # nothing to fold

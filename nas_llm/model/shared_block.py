@@ -212,7 +212,7 @@ def materialize(model: nn.Module) -> nn.Module:
     """
     replaced = replacements(model)
     if not replaced:
-        raise ValueError("materialize: not a flexi model (config.nas_llm has no 'flexi' record)")
+        raise ConfigError("materialize: not a flexi model (config.nas_llm has no 'flexi' record)")
     out = copy.deepcopy(model)
     fam = get_family(out)
     dims = fam.dims(out.config)
