@@ -14,6 +14,7 @@ _EXPORTS = {
     "LayerChoice": "search_spaces", "Plan": "search_spaces", "Ranking": "search_spaces", "Subnet": "search_spaces",
     "SubnetError": "search_spaces", "SubnetSpace": "search_spaces", "get_family": "search_spaces",
     "ExportError": "nas_llm.model.export", "export": "nas_llm.model.export", "load_subnet": "nas_llm.model.export",
+    "GGUFError": "nas_llm.model.gguf", "export_gguf": "nas_llm.model.gguf",
     "DEFAULT_MODEL": "nas_llm.model.loading", "load_model": "nas_llm.model.loading",
     "masked": "nas_llm.model.masking", "slice_model": "nas_llm.model.slicing",
     "NasLLMError": "nas_llm.errors",

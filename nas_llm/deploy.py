@@ -1,4 +1,5 @@
-"""Deploy one point of a run (``nas-llm export runs/NAME --pick ID|knee --out DIR``) of a run as a smaller HF model folder.
+"""Deploy one point of a run (``nas-llm export runs/NAME --pick ID|knee --out DIR``) as a smaller HF model folder,
+or as one GGUF file llama.cpp runs (``--format gguf --out FILE.gguf``, :func:`export_pick_gguf`).
 
 The folder holds safetensors weights loadable by stock transformers classes (``nas_llm.load_subnet``),
 the tokenizer, ``subnet.json`` (the subnet, its plan, the run's measured values) and a README model card.
@@ -107,30 +108,81 @@ def model_card(run: Run, sel: Selection, reformed: bool, params: int, command: s
 
 
 def export_pick(run: Run | str | Path, spec: str | int, out: str | Path, overwrite: bool = False, model: nn.Module | None = None,
-                tokenizer: Any = None, command: str | None = None) -> Path:
-    """Python entry point: export row ``spec`` (id or 'knee') of ``run`` to ``out``; returns the folder."""
+                tokenizer: Any = None, command: str | None = None, materialize: bool = False) -> Path:
+    """Python entry point: export row ``spec`` (id or 'knee') of ``run`` to ``out``; returns the folder.
+
+    ``materialize``: for a run reformed with ``--method flexi``, write every replacement block in full (a
+    stock model transformers loads) instead of the compact form (shared weights once, ``load_subnet`` only).
+    """
     run = run if isinstance(run, Run) else Run(run)
     run.require()
     out = Path(out)
+    method = (run.settings().get("reform") or {}).get("method")
+    if materialize and method != "flexi":
+        raise ConfigError(f"--materialize applies to runs reformed with --method flexi; {run.path} was "
+                          f"{'reformed with ' + method if method else 'not reformed'}, so its export is already a plain model")
     check_export_target(out, overwrite)  # fail before minutes of slicing/reforming; never replaces a non-export
     sel = pick(run, spec)
     command = command or f"nas-llm export {shlex.quote(str(run.path))} --pick {spec} --out {shlex.quote(str(out))}"
     sliced, tok, reformed = build_model(run, sel, model, tokenizer)
+    if materialize:  # a row reform left unreformed (it drops no layer) is a plain sliced model already
+        from nas_llm.model.shared_block import materialize as materialized, replacements
+
+        sliced = materialized(sliced) if replacements(sliced) else sliced
     params = int(sum(p.numel() for p in sliced.parameters()))
-    values = {n: float(sel.row[n]) for n in sel.objectives.names}
-    meta = {"run": str(run.path), "id": sel.id, "source": str(sel.row.get("source", "")), "rule": sel.rule, "reason": sel.reason,
-            "reformed": reformed, "objectives": values,
-            "objectives_unreformed": {n: float(sel.row[f"{n}_unreformed"]) for n in sel.objectives.names if f"{n}_unreformed" in sel.row},
-            "params_ratio": float(sel.row["params_ratio"]) if "params_ratio" in sel.row else None, "command": command,
-            "search_model": str(run.settings().get("model", ""))}
+    meta = provenance(run, sel, reformed, command)
     card = model_card(run, sel, reformed, params, command)
     path = export(sliced, out, tok, overwrite=overwrite, extra_files={"README.md": card}, metadata=meta)
+    _record(run, sel.id, path, reformed)
+    return path
+
+
+def _record(run: Run, row_id: int, path: Path, reformed: bool) -> None:
     try:
         with run.lock():
-            record_export(run, sel.id, path, reformed)
+            record_export(run, row_id, path, reformed)
     except RunFolderError as e:  # a search is writing the folder: the export itself is done and fine
         warnings.warn(f"exported to {path}, but not recorded in {run.path / EXPORTS_FILE} ({e}); "
                       f"`nas-llm report` will not list its evaluation", UserWarning)
+
+
+def provenance(run: Run, sel: Selection, reformed: bool, command: str) -> dict[str, Any]:
+    """Where an exported model came from and what the search measured for it (subnet.json, GGUF metadata)."""
+    return {"run": str(run.path), "id": sel.id, "source": str(sel.row.get("source", "")), "rule": sel.rule, "reason": sel.reason,
+            "reformed": reformed, "objectives": {n: float(sel.row[n]) for n in sel.objectives.names},
+            "objectives_unreformed": {n: float(sel.row[f"{n}_unreformed"]) for n in sel.objectives.names if f"{n}_unreformed" in sel.row},
+            "params_ratio": float(sel.row["params_ratio"]) if "params_ratio" in sel.row else None, "command": command,
+            "search_model": str(run.settings().get("model", ""))}
+
+
+def export_pick_gguf(run: Run | str | Path, spec: str | int, out: str | Path, outtype: str = "f32", overwrite: bool = False,
+                     model: nn.Module | None = None, tokenizer: Any = None, command: str | None = None, check: bool = True,
+                     tokenizer_pre: str | None = None) -> Path:
+    """Export row ``spec`` (id or 'knee') of ``run`` as one GGUF file llama.cpp runs; returns the file.
+
+    The subnet (reformed when the run was) goes through :func:`nas_llm.model.gguf.export_gguf`: the
+    llama.cpp architecture that holds its per-layer widths, llama.cpp's quantiser for ``outtype``, a
+    load check in llama.cpp before the file is renamed into place.
+    """
+    from nas_llm.model.gguf import GGUFError, check_gguf_target, export_gguf
+    from nas_llm.model.llamacpp import LlamaCppError, check_outtype
+
+    run = run if isinstance(run, Run) else Run(run)
+    run.require()
+    out = Path(out)
+    try:
+        check_outtype(outtype)
+    except LlamaCppError as e:
+        raise GGUFError(str(e)) from None
+    check_gguf_target(out, overwrite)  # fail before minutes of slicing/reforming; never replaces a non-GGUF file
+    sel = pick(run, spec)
+    command = command or (f"nas-llm export {shlex.quote(str(run.path))} --pick {spec} --format gguf --type {outtype} "
+                          f"--out {shlex.quote(str(out))}")
+    sliced, tok, reformed = build_model(run, sel, model, tokenizer)
+    name = f"{Path(str(run.settings().get('model', 'model'))).name} nas-llm subnet {sel.id}"
+    path = export_gguf(sliced, out, tok, outtype=outtype, overwrite=overwrite, check=check, tokenizer_pre=tokenizer_pre,
+                       name=name, metadata=provenance(run, sel, reformed, command))
+    _record(run, sel.id, path, reformed)
     return path
 
 
@@ -149,4 +201,5 @@ def record_export(run: Run, row_id: int, out: Path, reformed: bool) -> None:
     atomic_write_text(f, json.dumps(entries, indent=1))
 
 
-__all__ = ["EXPORTS_FILE", "ExportError", "build_model", "export", "export_pick", "load_subnet", "model_card", "record_export"]
+__all__ = ["EXPORTS_FILE", "ExportError", "build_model", "export", "export_pick", "export_pick_gguf", "load_subnet", "model_card",
+           "provenance", "record_export"]

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from nas_llm.errors import ConfigError
 from objectives import Context, Objective, can_score_model, get_objective
-from search_spaces import Subnet, SubnetSpace
+from search_spaces import Subnet, SubnetSpace, get_family
 
 from nas_llm.model.data import calibration_batch
 from nas_llm.model.reform import (DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, METHODS, admm, bias_shift,  # noqa: F401 (re-exported)
@@ -73,6 +73,17 @@ def _rescorers(settings: dict[str, Any], objs: Objectives | None) -> tuple[list[
     return copied, rescored
 
 
+def check_pareto_ids(run: Run, ids: Sequence[int], df: pd.DataFrame | None = None) -> None:
+    """Refuse row ids that are not Pareto members of ``run`` (reform reforms the front)."""
+    df = run.table() if df is None else df
+    if df.empty or "pareto" not in df.columns:
+        raise ConfigError(f"{run.table_file} has no evaluations with a 'pareto' column; run the search first")
+    front = set(df.loc[df["pareto"].map(_is_true), "id"].astype(int))
+    bad = sorted({int(i) for i in ids} - front)
+    if bad:
+        raise ConfigError(f"--ids {bad}: not Pareto members of {run.path} (Pareto ids: {sorted(front)})")
+
+
 def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "admm", n_samples: int | None = None,
                seq_len: int | None = None, source: str | None = None, seed: int | None = None, rho: float = DEFAULT_RHO,
                iters: int = DEFAULT_ITERS, damp: float = DEFAULT_DAMP, batch_size: int = 8, progress: bool = True,
@@ -84,6 +95,8 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
     df = run.table()
     if df.empty or "pareto" not in df.columns:
         raise ConfigError(f"{run.table_file} has no evaluations with a 'pareto' column; run the search first")
+    if ids is not None:
+        check_pareto_ids(run, ids, df)
     cal = settings.get("calibration") or {}
     if not cal.get("source"):
         raise ConfigError(f"{run.settings_file} has no calibration settings (calibration.source/n_samples/seq_len/seed)")
@@ -103,13 +116,16 @@ def reform_run(run: Run, model: torch.nn.Module, tokenizer: Any, method: str = "
     ctx = Context(model, tokenizer, space, ranking, device=str(device), progress=progress)
     pareto = df["pareto"].map(_is_true)
     if ids is not None:
-        wanted = {int(i) for i in ids}
-        bad = sorted(wanted - set(df.loc[pareto, "id"].astype(int)))
-        if bad:
-            raise ConfigError(f"--ids {bad}: not Pareto members of {run.path} (Pareto ids: "
-                             f"{sorted(df.loc[pareto, 'id'].astype(int).tolist())})")
-        pareto &= df["id"].astype(int).isin(wanted)
+        pareto &= df["id"].astype(int).isin({int(i) for i in ids})
     rows = df.index[pareto].tolist()
+    if method == "flexi":  # rows that drop no layer (the dense model, width-only cuts) have nothing to replace
+        from nas_llm.model.flexi import not_applicable
+
+        skip = [i for i in rows if not_applicable(ranking.resolve(Subnet.from_json(df.at[i, "subnet"])), space.dims)]
+        if skip:
+            print(f"flexi: {len(skip)} Pareto rows left unreformed (they drop no layer or keep no full-width block): ids "
+                  f"{', '.join(str(int(df.at[i, 'id'])) for i in skip)}", file=sys.stderr)
+        rows = [i for i in rows if i not in skip]
     for col, empty in [*((f"{n}_reformed", float("nan")) for n in objectives), ("reformed", False), ("reform_time_s", float("nan"))]:
         if col not in df.columns:
             df[col] = empty
@@ -154,6 +170,11 @@ def reform_for_run(run_dir: str | Path, subnet: Any, model: torch.nn.Module, tok
     device = next(model.parameters()).device
     if s["method"] == "none":
         return slice_model(model, plan, subnet=subnet)
+    if s["method"] == "flexi":
+        from nas_llm.model.flexi import not_applicable
+
+        if not_applicable(plan, get_family(model).dims(model)):  # left unreformed by reform_run: its numbers are the sliced model's
+            return slice_model(model, plan, subnet=subnet)
     ids = calibration_batch(tokenizer, s["source"], s["n_samples"], s["seq_len"], s["seed"]).to(device)
     return reform(model, plan, ids, s["method"], rho=s.get("rho", DEFAULT_RHO), iters=s.get("iters", DEFAULT_ITERS),
                   damp=s.get("damp", DEFAULT_DAMP), batch_size=s.get("batch_size", 8), subnet=subnet, progress=progress)

@@ -113,7 +113,13 @@ class Run:
 
     # -- settings ----------------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
-        return json.loads(self.require().settings_file.read_text())
+        text = self.require().settings_file.read_text()
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RunFolderError(f"{self.settings_file} is damaged (not valid JSON: {e.msg} at line {e.lineno}); nas-llm "
+                                 f"writes it atomically, so it was changed by hand or by another program: restore it "
+                                 f"or start a new run") from None
 
     def write_settings(self, settings: dict[str, Any]) -> None:
         atomic_write_text(self.settings_file, json.dumps(settings, indent=1, default=str))
@@ -132,14 +138,26 @@ class Run:
                 f"(weights fingerprint {got} vs {want}); pass the original model, or start a new search")
 
     def ranking(self) -> Ranking:
-        return Ranking.load(self.ranking_file)
+        if not self.ranking_file.is_file():
+            raise RunFolderError(f"{self.ranking_file} is missing: the run's importance ranking resolves every subnet; "
+                                 f"re-create it with `nas-llm search --out {self.path} --resume` (same settings)")
+        try:
+            return Ranking.load(self.ranking_file)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise RunFolderError(f"{self.ranking_file} is damaged ({e}); re-create it with "
+                                 f"`nas-llm search --out {self.path} --resume` (same settings)") from None
 
     # -- table -------------------------------------------------------------------------------------
     def table(self) -> pd.DataFrame:
         self.require()
         if not self.table_file.is_file():
             return pd.DataFrame()
-        return pd.read_csv(self.table_file)
+        try:
+            return pd.read_csv(self.table_file)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise RunFolderError(f"{self.table_file} is damaged ({str(e).splitlines()[0]}); every evaluation is also in "
+                                 f"{self.path / 'evaluations.jsonl'}: rebuild the table with `nas-llm search --out {self.path} "
+                                 f"--resume`") from None
 
     def write_table(self, df: pd.DataFrame) -> None:
         atomic_write_text(self.table_file, df.to_csv(index=False))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from nas_llm.errors import ConfigError
 from objectives import OBJECTIVES, Traits
+from objectives.base import finite_number
 
 from . import front
 from .front import full_fidelity  # noqa: F401 (public name of this module)
@@ -38,6 +39,8 @@ class Objectives:
     directions: list[str]
     traits: list[Traits] = field(default_factory=list)
     paths: list[str | None] = field(default_factory=list)  # the import path of an objective given by path
+    # name -> the objective's own settings from run.json (e.g. llama.cpp runtime, GGUF type, threads)
+    details: dict[str, dict] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not self.traits:
@@ -54,8 +57,9 @@ class Objectives:
         if not objs:
             raise ConfigError("the run lists no objectives (run.json 'objectives'); cannot compare its points")
         entries = [o if isinstance(o, dict) else {"name": str(o)} for o in objs]
+        details = {e["name"]: e["settings"] for e in entries if isinstance(e.get("settings"), dict)}
         return cls([e["name"] for e in entries], [e.get("direction", "minimize") for e in entries],
-                    [Traits.of_entry(e) for e in entries], [e.get("path") for e in entries])
+                   [Traits.of_entry(e) for e in entries], [e.get("path") for e in entries], details)
 
     def trait(self, name: str) -> Traits:
         """The traits of objective ``name`` (a column that is no objective: the registry's, else kind "other")."""
@@ -144,6 +148,17 @@ def _fmt(v: Any) -> str:
     return f"{f:.4g}"
 
 
+def runtime_text(settings: dict | None) -> str:
+    """``llama.cpp q4_k_m, 2 threads, decode after 128 tokens``: where and how a latency was timed ('' if unknown)."""
+    s = settings or {}
+    if not s.get("runtime"):
+        return ""
+    what = (f"prefill of {s['n_tokens']} tokens" if s.get("mode") == "prefill" else
+            f"decode after {s['n_context']} tokens" if s.get("mode") == "decode" else s.get("mode", ""))
+    parts = [f"{s['runtime']} {s.get('type', '')}".strip(), f"{s['threads']} threads" if s.get("threads") else "", what]
+    return ", ".join(p for p in parts if p)
+
+
 def label(col: str, objectives: Objectives | None = None, say_measured: bool = False) -> str:
     """A column as people read it: its unit, and "predicted" when the value is an estimate, from its traits.
 
@@ -159,6 +174,9 @@ def label(col: str, objectives: Objectives | None = None, say_measured: bool = F
         parts.append("predicted")
     elif say_measured and t.kind == "latency":
         parts.append("measured")
+    runtime = runtime_text(objectives.details.get(col)) if objectives is not None else ""
+    if runtime:
+        parts.append(runtime)
     return f"{col} ({', '.join(parts)})" if parts else col
 
 
@@ -304,13 +322,7 @@ def parse_weights(text: str, objectives: Objectives) -> np.ndarray:
 
 
 def _weight(v: str, text: str) -> float:
-    try:
-        w = float(v)
-    except ValueError:
-        raise ConfigError(f"--weights {text!r}: {v.strip()!r} is not a number; e.g. --weights perplexity=1,latency=2") from None
-    if not math.isfinite(w) or w < 0:
-        raise ConfigError(f"--weights {text!r}: {v.strip()} must be a finite number >= 0")
-    return w
+    return finite_number(v, f"--weights {text!r}:", "; e.g. --weights perplexity=1,latency=2", minimum=0)
 
 
 def by_weights(df: pd.DataFrame, objectives: Objectives, weights: np.ndarray) -> Selection:

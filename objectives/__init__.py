@@ -11,6 +11,8 @@ from .predictors import (PREDICTORS, LatencyLUT, LatencyPredictor, LatencyRoofli
 from .lut import LookupTablePredictor
 from .roofline import RooflinePredictor, measure_peaks, operator_costs
 from .validation import sample_spread, validate_predictors
+from .llamacpp import LatencyLlamaCpp  # llama.cpp latency objectives (llama_cpp itself is imported on use)
+from .llamacpp_lut import LatencyLlamaCppLUT, LlamaCppLUT
 
 __all__ = [
     "KINDS", "OBJECTIVES", "Constraint", "Context", "FunctionObjective", "Objective", "Traits", "can_score_model", "checked_score",
@@ -19,5 +21,5 @@ __all__ = [
     "Latency", "LatencyResult", "measure_interleaved", "measure_latency", "Perplexity", "ReformedPerplexity", "perplexity_of",
     "PREDICTORS", "LatencyLUT", "LatencyPredictor", "LatencyRoofline", "LookupTablePredictor", "PredictedLatency",
     "RooflinePredictor", "cached_measurement", "checked_predict", "get_predictor", "measure_peaks", "operator_costs",
-    "sample_spread", "validate_predictors",
+    "sample_spread", "validate_predictors", "LatencyLlamaCpp", "LatencyLlamaCppLUT", "LlamaCppLUT",
 ]

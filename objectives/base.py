@@ -208,6 +208,19 @@ def can_score_model(obj: Objective) -> bool:
     return getattr(type(obj), "score_model", Objective.score_model) is not Objective.score_model
 
 
+def _check_signature(fn: Callable, spec: Any) -> None:
+    """A function objective is called as ``fn(subnet, ctx)``: refuse one that cannot be, naming it."""
+    import inspect
+
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError:
+        raise ObjectiveTypeError(f"{spec!r} is not an objective: a function objective is called as fn(subnet, ctx), "
+                                 f"and {getattr(fn, '__name__', fn)}{inspect.signature(fn)} cannot be") from None
+    except ValueError:  # a builtin without a signature: let the call decide
+        pass
+
+
 def get_objective(spec: "str | Objective | Callable", **kwargs: Any) -> Objective:
     """An objective from a registered name, an import path, an instance, a class or a function."""
     obj = OBJECTIVES.resolve(spec) if isinstance(spec, str) else spec
@@ -216,6 +229,7 @@ def get_objective(spec: "str | Objective | Callable", **kwargs: Any) -> Objectiv
     elif isinstance(obj, Objective):
         inst = obj
     elif callable(obj):
+        _check_signature(obj, spec)
         inst = FunctionObjective(obj, name=spec.rsplit(":", 1)[-1] if isinstance(spec, str) else None)
     else:
         raise ObjectiveTypeError(f"{spec!r} is not an Objective, an Objective class or a function")
@@ -231,21 +245,32 @@ def get_objective(spec: "str | Objective | Callable", **kwargs: Any) -> Objectiv
 
 
 def describe_objective(obj: Objective) -> dict[str, Any]:
-    """The run.json ``objectives`` entry of ``obj``: name, direction, traits and the import path it came from."""
+    """The run.json ``objectives`` entry of ``obj``: name, direction, traits, the import path it came from and,
+    when the objective has a ``settings()`` method, those settings (report and select show them)."""
     out = {"name": obj.name, "direction": obj.direction, **obj.traits.to_dict()}
     if obj.import_path:
         out["path"] = obj.import_path
+    settings = getattr(obj, "settings", None)
+    if callable(settings):  # how the value is obtained, e.g. the runtime, type and threads of a latency
+        out["settings"] = settings()
     return out
 
 
-def _bound(s: str, text: str) -> float:
+def finite_number(s: str, what: str, why: str = "", minimum: float | None = None, why_finite: str = "") -> float:
+    """``float(s)``, refused with a :class:`ConfigError` naming ``what`` unless finite (and ``>= minimum``)."""
     try:
         v = float(s)
     except ValueError:
-        raise ConfigError(f"constraint {text!r}: bound {s!r} is not a number") from None
+        raise ConfigError(f"{what} {s.strip()!r} is not a number{why}") from None
     if not math.isfinite(v):
-        raise ConfigError(f"constraint {text!r}: bound {s} is not a finite number; a NaN or infinite bound would disable the limit")
+        raise ConfigError(f"{what} {s.strip()} is not a finite number{why_finite or why}")
+    if minimum is not None and v < minimum:
+        raise ConfigError(f"{what} {s.strip()} must be >= {minimum:g}{why}")
     return v
+
+
+def _bound(s: str, text: str) -> float:
+    return finite_number(s, f"constraint {text!r}: bound", why_finite="; a NaN or infinite bound would disable the limit")
 
 
 @dataclass(frozen=True)

@@ -53,3 +53,25 @@ class KVCacheBytes(Objective):
         hd = ctx.space.dims.head_dim
         per_token = sum(2 * c.kv_groups * hd for c in subnet.layers if c.keep)
         return per_token * self.context * self.batch * self.bytes_per_value
+
+
+@OBJECTIVES.register("stored_params", kind="size", unit="count")
+class StoredParams(Objective):
+    """Parameters stored when every dropped layer comes back as a FlexiGPT replacement block
+    (:mod:`nas_llm.model.flexi`): the subnet's own parameters, plus per dropped layer its adapters,
+    norm vectors and normalisation -- the block it shares is stored once, already counted."""
+
+    name, unit = "stored_params", "count"
+
+    def __init__(self, rank: int | str = 32, norm: str = "lsq"):
+        from nas_llm.model.shared_block import role_rank, check_choice, NORMS
+
+        role_rank(rank, (1, 1))
+        check_choice("norm", norm, NORMS)
+        self.rank, self.norm = rank, norm
+
+    def score(self, subnet: Subnet, ctx: Context) -> float:
+        from nas_llm.model.shared_block import extra_params
+
+        dropped = sum(1 for c in subnet.layers if not c.keep)
+        return float(ctx.space.params(subnet, decoder_only=False) + dropped * extra_params(ctx.space.dims, self.rank, self.norm))

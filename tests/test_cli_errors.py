@@ -214,3 +214,14 @@ def test_unknown_plugin_path_is_one_line(model_dir, capsys):
     rc, err = run_cli(["latency", "validate", "--model", str(model_dir), *FAST, "--predictors", f"{__name__}:nope"], capsys)
     assert rc == 2
     assert_one_line(err, "latency", "no attribute 'nope'")
+
+
+@pytest.mark.parametrize("sub", ["demo", "search", "reform", "report", "select", "export", "evaluate", "latency"])
+def test_every_subcommand_help_ends_with_examples(sub, capsys):
+    from nas_llm.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([sub, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"nas-llm {sub}" in out.split("examples:")[1]

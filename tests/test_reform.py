@@ -239,7 +239,7 @@ def test_none_equals_slicing_and_bad_method():
     a, b = reform(model, plan, ids, "none"), slice_model(model, plan)
     with torch.no_grad():
         assert torch.equal(a(input_ids=ids).logits, b(input_ids=ids).logits)
-    with pytest.raises(ValueError, match="admm, exact, bias, none"):
+    with pytest.raises(ValueError, match="admm, exact, bias, flexi, none"):
         reform(model, plan, ids, "obs")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from nas_llm.errors import ConfigError
 from nas_llm.evaluate import DEFAULT_PPL, EVAL_FILE, evaluate, format_result, go_offline
 from nas_llm.evaluate.tasks import ALL_TASKS, parse_tasks
+from nas_llm.model.data import resolve_source
 from nas_llm.model.atomic import atomic_write_text
 
 
@@ -54,6 +55,8 @@ def main(args: argparse.Namespace) -> int:
     tasks = None if args.tasks.strip().lower() == "none" else parse_tasks(args.tasks)
     ppl = [] if args.ppl.strip().lower() == "none" else [s.strip() for s in args.ppl.split(",") if s.strip()]
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
+    for src in ppl:
+        resolve_source(src)  # a missing text fails now, not after the model load
     model, tok = load_model(str(args.model))
     res = evaluate(model, tok, ppl_sources=ppl, seq_len=args.seq_len, max_windows=args.max_windows, tasks=tasks,
                    limit=limit, data_dir=args.data_dir, batch_size=args.batch_size)

@@ -3,6 +3,8 @@
     nas-llm latency measure --model smollm2-135m --ratio 0.7 --mode both --seq-len 128
     nas-llm latency measure --subnet subnet.json --device cuda --dtype bfloat16 --compiled
     nas-llm latency validate --n 20 --predictors lut,roofline,my_pkg.lat:MyPredictor --json val.json
+    nas-llm latency validate --runtime llamacpp --type q4_k_m --threads 2 --mode both --n 20
+    nas-llm latency measure --runtime llamacpp --ratio 0.8 --type f16 --mode both --seq-len 512
 """
 from __future__ import annotations
 
@@ -13,13 +15,23 @@ from pathlib import Path
 import numpy as np
 
 from nas_llm.errors import ConfigError
+from nas_llm.model.llamacpp import OUTTYPES
+
+
+EPILOG = """examples:
+  nas-llm latency measure --ratio 0.7 --mode both                       # PyTorch, this machine
+  nas-llm latency measure --runtime llamacpp --type q4_k_m --threads 2 --ratio 0.8
+  nas-llm latency validate --n 20 --predictors lut,roofline             # predictors vs measurement
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog, parser.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, help_text in (("measure", "time one subnet (the dense model by default)"),
                             ("validate", "Spearman and MAPE of latency predictors on N random subnets")):
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--model", default="smollm2-135m", help="built-in name, HF folder or .gguf (default: %(default)s)")
         p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
         p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the model's)")
@@ -30,7 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--min-run-time", type=float, default=0.2, help="seconds per blocked_autorange")
         p.add_argument("--stat", default="median", choices=["median", "min"],
                        help="each round's value: its median block (typical), or its fastest block (ignores slow outlier blocks; made lookup tables more accurate on our noisy 2-core VM, benchmarks/RESULTS.md)")
-        p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+        p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU), or llama.cpp's threads")
+        p.add_argument("--runtime", default="torch", choices=["torch", "llamacpp"],
+                       help="torch: the sliced model in PyTorch; llamacpp: its GGUF in llama.cpp (decode after --seq-len "
+                            "tokens, or a prefill of --seq-len tokens), interleaved with the dense GGUF")
+        p.add_argument("--type", default="q4_k_m", dest="outtype", choices=OUTTYPES, help="llama.cpp: GGUF type (default: %(default)s)")
         p.add_argument("--ranking", default=None, help="ranking.json that resolves subnets (default: identity order)")
         p.add_argument("--granularity", type=int, default=64)
         p.add_argument("--json", default=None, help="write the results here")
@@ -58,12 +74,13 @@ def _setup(args):
 
     dev = resolve_device(args.device)  # fails before loading anything when CUDA is missing
     dt = resolve_dtype(args.dtype)
-    if args.threads:
+    if args.threads and args.runtime == "torch":
         torch.set_num_threads(args.threads)
-    model, _ = load_model(args.model, dtype=dt or torch.float32, device=dev)
+    model, tok = load_model(args.model, dtype=dt or torch.float32, device=dev)
     space = SubnetSpace.from_model(model, args.granularity)
     d = space.dims
     rank = Ranking.load(args.ranking) if args.ranking else Ranking.identity(d.num_layers, d.num_kv_heads, d.intermediate)
+    args._tokenizer = tok  # the llama.cpp runtime writes GGUFs, which carry the tokenizer
     return model, space, rank
 
 
@@ -96,6 +113,29 @@ def _write(path: str | None, data: dict) -> None:
         print(f"wrote {path}")
 
 
+def _llamacpp_kwargs(args, mode: str) -> dict:
+    return dict(type=args.outtype, threads=args.threads, mode=mode, n_tokens=args.seq_len, n_context=args.seq_len,
+                rounds=args.rounds)
+
+
+def measure_llamacpp(args, model, space, rank, subnet) -> int:
+    """The subnet's GGUF against the dense GGUF in llama.cpp, interleaved, per mode."""
+    from objectives import Context
+    from objectives.llamacpp import LatencyLlamaCpp
+
+    ctx = Context(model, args._tokenizer, space, rank)
+    out = {"subnet": subnet.to_dict(), "params_ratio": space.ratio(subnet), "results": {}}
+    for mode in _modes(args):
+        obj = LatencyLlamaCpp(**_llamacpp_kwargs(args, mode))
+        res = obj.measure(subnet, ctx)
+        out["results"][mode] = {"settings": obj.settings(), **{k: r.to_dict() for k, r in res.items()}}
+        s, dn = res["subnet"], res["dense"]
+        print(f"{mode:8s} subnet {s.median_ms:.3f} ms (spread {s.spread * 100:.1f} %), dense {dn.median_ms:.3f} ms: "
+              f"x{dn.median_s / s.median_s:.2f} faster  [{s.device}]")
+    _write(args.json, out)
+    return 0
+
+
 def measure(args) -> int:
     from nas_llm.model.slicing import slice_model
 
@@ -103,6 +143,9 @@ def measure(args) -> int:
 
     model, space, rank = _setup(args)
     subnet = _subnet(args, space)
+    if args.runtime == "llamacpp":
+        print(f"subnet: {subnet.summary()}, decoder params ratio {space.ratio(subnet):.3f}")
+        return measure_llamacpp(args, model, space, rank, subnet)
     m = model if subnet == space.dense() else slice_model(model, rank.resolve(subnet), subnet=subnet)
     print(f"subnet: {subnet.summary()}, decoder params ratio {space.ratio(subnet):.3f}")
     out = {"subnet": subnet.to_dict(), "params_ratio": space.ratio(subnet), "results": {}}
@@ -119,11 +162,11 @@ def measure(args) -> int:
 def validate(args) -> int:
     from objectives import get_predictor, sample_spread, validate_predictors
 
-    if args.n < 2:
-        raise ConfigError(f"--n must be >= 2 for a rank correlation, got {args.n}")
     model, space, rank = _setup(args)
     rng = np.random.default_rng(args.seed)
     subs = [sample_spread(space, rng) if args.sampler == "spread" else space.sample(rng, 0.1) for _ in range(args.n)]
+    if args.runtime == "llamacpp":
+        return validate_llamacpp(args, model, space, rank, subs)
     out = {"n": args.n, "sampler": args.sampler, "stat": args.stat, "ratios": [space.ratio(s) for s in subs], "modes": {}}
     for mode in _modes(args):
         batch = args.batch if mode == "prefill" else 1
@@ -151,5 +194,37 @@ def validate(args) -> int:
     return 0
 
 
+def validate_llamacpp(args, model, space, rank, subs) -> int:
+    """The llama.cpp lookup table (built or read from its cache) against each subnet's GGUF measured in llama.cpp."""
+    from objectives.llamacpp_lut import LlamaCppLUT, validate_llamacpp as run_validation
+
+    out = {"n": args.n, "sampler": args.sampler, "runtime": "llamacpp", "ratios": [space.ratio(s) for s in subs], "modes": {}}
+    for mode in _modes(args):
+        lut = LlamaCppLUT(**_llamacpp_kwargs(args, mode), granularity=args.granularity, tokenizer=args._tokenizer)
+        lut.setup(model)
+        r = run_validation(model, args._tokenizer, lut, subs, rank)
+        out["modes"][mode] = {**r, "table": str(lut.path), "table_measured": lut.measured}
+        print(f"\n{mode} in llama.cpp ({r['settings']['type']}, {r['settings']['threads']} threads): {args.n} subnets, "
+              f"measured {min(r['measured_s']) * 1e3:.2f}-{max(r['measured_s']) * 1e3:.2f} ms, dense {r['dense_s'] * 1e3:.2f} ms")
+        print(f"lookup table vs measured: Spearman {r['spearman']:.3f}, MAPE {r['mape']:.1f} %  (table {lut.path})")
+    _write(args.json, out)
+    return 0
+
+
+def check_args(args) -> None:
+    """Every number before any model load or measurement."""
+    for flag, v, lo in (("--batch", args.batch, 1), ("--seq-len", args.seq_len, 1), ("--rounds", args.rounds, 1),
+                        ("--threads", args.threads, 1), ("--granularity", args.granularity, 1),
+                        ("--n", getattr(args, "n", None), 2)):
+        if v is not None and v < lo:
+            raise ConfigError(f"{flag} must be >= {lo}, got {v}")
+    if not args.min_run_time > 0:
+        raise ConfigError(f"--min-run-time must be > 0 seconds, got {args.min_run_time}")
+    ratio = getattr(args, "ratio", None)
+    if ratio is not None and not 0 < ratio <= 1:
+        raise ConfigError(f"--ratio must be in (0, 1] (kept fraction of decoder parameters), got {ratio}")
+
+
 def main(args) -> int:
+    check_args(args)
     return measure(args) if args.action == "measure" else validate(args)

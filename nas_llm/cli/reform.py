@@ -7,7 +7,7 @@ import sys
 import torch
 
 from nas_llm.errors import ConfigError
-from nas_llm.reform import DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, METHODS, reform_run, run_objectives
+from nas_llm.reform import DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, METHODS, check_pareto_ids, reform_run, run_objectives
 from nas_llm.run import Run
 
 
@@ -15,6 +15,7 @@ EPILOG = """examples:
   nas-llm reform runs/smollm2                       # ADMM-reform every Pareto member
   nas-llm reform runs/smollm2 --method exact --ids knee,12
 """
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog, p.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
@@ -34,9 +35,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: every Pareto member; ~2 min each on a 2-core CPU for SmolLM2). Export reforms any row it ships")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every number before the model load (minutes on a big model)."""
+    for flag, v, lo in (("--n-samples", args.n_samples, 1), ("--seq-len", args.seq_len, 2), ("--iters", args.iters, 1),
+                        ("--batch-size", args.batch_size, 1)):
+        if v is not None and v < lo:
+            raise ConfigError(f"{flag} must be >= {lo}, got {v}")
+    if not args.rho > 0:
+        raise ConfigError(f"--rho (ADMM penalty) must be > 0, got {args.rho}")
+    if not args.damp >= 0:
+        raise ConfigError(f"--damp (relative diagonal damping) must be >= 0, got {args.damp}")
+
+
 def main(args: argparse.Namespace) -> int:
     from nas_llm.model.loading import load_model
 
+    check_args(args)
     run = Run(args.run).require()
     settings = run.settings()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -54,6 +68,7 @@ def main(args: argparse.Namespace) -> int:
                 ids.append(int(part))
             else:
                 raise ConfigError(f"--ids: {part!r} is neither a row id nor 'knee'")
+        check_pareto_ids(run, ids)
     model, tok = load_model(settings["model"], device=device)
     with run.lock():  # reform rewrites the table: one writer per run folder
         df = reform_run(run, model, tok, args.method, args.n_samples, args.seq_len, args.source, args.seed, args.rho, args.iters,

@@ -190,6 +190,11 @@ def load_subnet(path: str | Path, dtype: torch.dtype = torch.float32, device: st
         dims = fam.dims(model)
         for layer, r in zip(fam.decoder_layers(model), layers):
             resize_layer(layer, fam, dims, r["num_key_value_heads"], r["intermediate_size"])
+    flexi = (getattr(config, "nas_llm", None) or {}).get("flexi")
+    if flexi:  # FlexiGPT's compact form: replacement maps that share another block's weights
+        from .shared_block import rebuild
+
+        rebuild(model, flexi["replaced"])
     state: dict[str, torch.Tensor] = {}
     for f in files:
         try:

@@ -136,12 +136,13 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.flo
 
     device = resolve_device(device)  # before minutes of loading: no CUDA is a one-line error, not a traceback
     p = Path(str(name_or_path)).expanduser()
-    if str(name_or_path) in BUILTIN_MODELS:
-        model, tok = _gguf_cached(builtin_gguf(str(name_or_path)), dtype)
-    elif p.suffix == ".gguf":
-        if not p.is_file():
+    if str(name_or_path) in BUILTIN_MODELS or p.suffix == ".gguf":
+        gguf_file = builtin_gguf(str(name_or_path)) if str(name_or_path) in BUILTIN_MODELS else p
+        if not gguf_file.is_file():
             raise FileNotFoundError(f"GGUF file not found: {p}")
-        model, tok = _gguf_cached(p, dtype)
+        model, tok = _gguf_cached(gguf_file, dtype)
+        # GGUF export copies this file's tokenizer keys (tokens, merges, chat template) into the subnet's GGUF
+        model.config.nas_llm_source_gguf = str(gguf_file.resolve())
     elif p.is_dir():
         from .export import is_subnet_dir, load_subnet
 

@@ -45,7 +45,7 @@ from .slicing import INPUT_CUT_ROLES, layer_cuts, mark_nonstock, slice_model
 from .solvers import (DEFAULT_DAMP, DEFAULT_ITERS, DEFAULT_RHO, admm, bias_shift, closed_form,  # noqa: F401 (re-exported)
                       reconstruction_error, solve)
 
-METHODS = ("admm", "exact", "bias", "none")
+METHODS = ("admm", "exact", "bias", "flexi", "none")
 CPU_CALIBRATION = (64, 256)  # (n_samples, seq_len): ~16k tokens, ~1-3 min per SmolLM2-135M subnet on 2 cores
 GPU_CALIBRATION = (128, 2048)  # the paper's setting
 
@@ -162,7 +162,8 @@ def reform(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, method: str = 
 
     ``calib_ids``: ``[n, seq]`` calibration tokens (never the test split). ``model`` is not modified.
     ``method``: ``admm`` | ``exact`` (closed form) | ``bias`` (FLAP bias compensation; adds biases the
-    stock class may lack, so the model is marked non-stock for export) | ``none`` (plain slicing).
+    stock class may lack, so the model is marked non-stock for export) | ``flexi`` (dropped layers replaced
+    by a kept block + low-rank adapters, :func:`nas_llm.model.flexi.flexi_refine` with its defaults) | ``none``.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown reformation method {method!r}; choose one of {', '.join(METHODS)}")
@@ -171,6 +172,10 @@ def reform(model: nn.Module, plan: Plan, calib_ids: torch.Tensor, method: str = 
     check_plan(plan, dims)
     if method == "none":
         return slice_model(model, plan, subnet=subnet)
+    if method == "flexi":  # dropped layers come back as shared blocks + low-rank adapters (FlexiGPT), default settings
+        from .flexi import flexi_refine
+
+        return flexi_refine(model, plan, calib_ids, subnet=subnet, progress=progress)
     if calib_ids.dim() != 2 or calib_ids.shape[0] < 1:
         raise ConfigError(f"calib_ids must be [n_samples, seq_len], got shape {tuple(calib_ids.shape)}")
     work = copy.deepcopy(model).eval()

@@ -158,17 +158,37 @@ def update_config(config: Any, fam: Family, dims: ModelDims, layers: list[dict],
     }
 
 
-def mark_nonstock(config: Any) -> None:
-    """Reset the stock shape fields to the dense ones, so plain ``from_pretrained`` fails loudly.
+SHAPE_KEYS = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
 
-    Call this after adding tensors a stock class cannot hold (e.g. a bias on ``down_proj`` from
-    bias compensation): stock loading must not silently drop them; ``load_subnet`` handles them.
+
+def mark_nonstock(config: Any) -> None:
+    """Make plain ``from_pretrained`` fail loudly on this model's folder; ``load_subnet`` still loads it.
+
+    Call this after adding tensors a stock class cannot hold (a bias on ``down_proj`` from bias
+    compensation, FlexiGPT's shared maps): stock loading must not silently drop or re-initialise them.
+    The stock shape fields get the dense shapes; where every layer has exactly those (a depth-only cut,
+    a full-depth FlexiGPT model) ``intermediate_size`` gets one more than the dense width, which no
+    layer has, so a stock class meets a size mismatch. The per-layer record holds the true shapes and the
+    stock fields as they were (``nas_llm["stock"]``, for :func:`unmark_nonstock`).
     """
-    dense = config.nas_llm["dense"]
-    config.num_attention_heads = dense["num_attention_heads"]
-    config.num_key_value_heads = dense["num_key_value_heads"]
-    config.intermediate_size = dense["intermediate_size"]
-    config.nas_llm = {**config.nas_llm, "nonstock": True}
+    nas = config.nas_llm
+    dense = nas["dense"]
+    stock = nas.get("stock") or {k: getattr(config, k) for k in SHAPE_KEYS}
+    rec = layer_record(config) or [{"source_layer": i, **{k: dense[k] for k in SHAPE_KEYS}} for i in range(config.num_hidden_layers)]
+    for k in SHAPE_KEYS:
+        setattr(config, k, dense[k])
+    if all(all(r[k] == dense[k] for k in SHAPE_KEYS) for r in rec):
+        config.intermediate_size = dense["intermediate_size"] + 1
+    config.nas_llm = {**nas, "layers": rec, "nonstock": True, "stock": stock}
+
+
+def unmark_nonstock(config: Any) -> None:
+    """Undo :func:`mark_nonstock`: the stock shape fields as they were before it."""
+    nas = dict(config.nas_llm)
+    for k, v in (nas.pop("stock", None) or {}).items():
+        setattr(config, k, v)
+    nas.pop("nonstock", None)
+    config.nas_llm = nas
 
 
 def slice_model(model: nn.Module, plan: Plan, inplace: bool = False, subnet: Any = None) -> nn.Module:

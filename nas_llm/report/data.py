@@ -19,7 +19,7 @@ import pandas as pd
 
 from nas_llm.front import finite, full_fidelity, hypervolume, reference_point
 from nas_llm.run import EXPORTS_FILE, Run
-from nas_llm.select import by_knee, front_mask, label, load
+from nas_llm.select import by_knee, front_mask, label, load, runtime_text
 from search_spaces import Subnet
 
 POINTS_META = "subnets"  # every trace whose meta is this holds evaluated subnets, one point each
@@ -288,9 +288,11 @@ def x_axis_text(d: RunData) -> str:
     t = d.obj.trait(d.x)
     if t.kind != "latency":
         return f"the x axis is {d.x}, not a latency"
+    runtime = runtime_text(d.obj.details.get(d.x))
+    where = f" in {runtime}" if runtime else ""
     if t.measured:
-        return f"{d.x} is measured on the search machine"
-    return f"{d.x} is predicted (an estimate from the {d.x} objective's model of the hardware), not measured"
+        return f"{d.x} is measured{where} on the search machine"
+    return f"{d.x} is predicted{where} (an estimate from the {d.x} objective's model of the hardware), not measured"
 
 
 def quality_text(d: RunData) -> str:
