@@ -7,7 +7,7 @@ module of its own, registered with :func:`register_family` -- no edits across th
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 import torch
@@ -35,8 +35,13 @@ class Family:
     gate: str = "gate_proj"
     up: str = "up_proj"
     down: str = "down_proj"
-    layer_norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
-    head_norms: tuple[str, ...] = ()  # per-head_dim norms shared by all heads (Qwen3 q_norm/k_norm)
+    layer_norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")  # directly under the layer, any number
+    head_norms: tuple[str, ...] = ()  # the q and k norms under the attention module (Qwen3 q_norm/k_norm)
+    # how a q/k norm's weight is laid out, which says how a cut slices it: "shared" (head_dim,), one weight
+    # for all heads, never sliced (Qwen3, Gemma3); "head" (heads, head_dim), per-head weights sliced by head
+    # (Cohere); "width" (heads * head_dim,), one norm over the whole projection output (OLMo2): sliced by
+    # channel, and its statistics then run over the kept heads only
+    head_norm_layout: str = "shared"
     per_layer_config_lists: tuple[str, ...] = ("layer_types",)  # config lists indexed by layer
 
     # -- module access by role -------------------------------------------------------------
@@ -61,9 +66,27 @@ class Family:
         """All seven projections of a layer by role: q, k, v, o, gate, up, down."""
         return {**self.attn_linears(layer), **self.mlp_linears(layer)}
 
-    def set_linear(self, layer: nn.Module, role: str, new: nn.Linear) -> None:
+    @property
+    def sliced_norm_roles(self) -> tuple[str, ...]:
+        """The q/k norms a head cut slices (``"q_norm"``, ``"k_norm"``): those not shared by all heads."""
+        return ("q_norm", "k_norm")[: len(self.head_norms)] if self.head_norm_layout != "shared" else ()
+
+    def _parent_attr(self, layer: nn.Module, role: str) -> tuple[nn.Module, str]:
+        if role in ("q_norm", "k_norm"):
+            return self.attention(layer), self.head_norms[("q_norm", "k_norm").index(role)]
         parent = self.attention(layer) if role in ("q", "k", "v", "o") else self.mlp_module(layer)
-        setattr(parent, getattr(self, role), new)
+        return parent, getattr(self, role)
+
+    def module(self, layer: nn.Module, role: str) -> nn.Module:
+        """The module of a role: a projection (q ... down) or a sliced q/k norm (q_norm, k_norm)."""
+        parent, attr = self._parent_attr(layer, role)
+        return _get(parent, attr)
+
+    def set_module(self, layer: nn.Module, role: str, new: nn.Module) -> None:
+        parent, attr = self._parent_attr(layer, role)
+        setattr(parent, attr, new)
+
+    set_linear = set_module
 
     def config_with_layers(self, config: Any, n_layers: int) -> Any:
         """A copy of ``config`` for the first ``n_layers`` decoder layers (per-layer lists cut to match)."""
@@ -99,6 +122,16 @@ class ModelDims:
     mlp_bias: bool = False
     num_layer_norms: int = 2
     num_head_norms: int = 0
+    head_norm_layout: str = "shared"  # see Family.head_norm_layout
+    # parameters the count cannot derive from the shapes alone (read from modules; None: RMSNorm weights only)
+    layer_norm_params: int | None = None  # all norms directly under one layer (LayerNorm biases, ...)
+    outside_params: int | None = None  # everything outside the decoder layers: embeddings, head, final norm
+
+    def cache_key(self) -> dict[str, Any]:
+        """The shapes as a dict for on-disk cache keys: fields left at their default are omitted, so keys
+        written before a field existed stay valid."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.default is MISSING or getattr(self, f.name) != f.default}
 
     @property
     def q_per_group(self) -> int:
@@ -106,8 +139,8 @@ class ModelDims:
 
     @classmethod
     def from_model(cls, model: nn.Module, family: Family) -> "ModelDims":
-        """Shapes from the config, biases from the modules of the first decoder layer."""
-        return cls.from_config(model.config, family, _module_biases(family, family.decoder_layers(model)[0]))
+        """Shapes from the config, biases and norm sizes from the modules of the first decoder layer."""
+        return cls.from_config(model.config, family, _module_facts(family, model))
 
     @classmethod
     def from_config(cls, config: Any, family: Family, biases: dict[str, bool] | None = None) -> "ModelDims":
@@ -127,28 +160,44 @@ class ModelDims:
             intermediate=config.intermediate_size,
             vocab=config.vocab_size,
             tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
-            **(biases if biases is not None else _skeleton_biases(config, family)),
+            **(biases if biases is not None else _skeleton_facts(config, family)),
             num_layer_norms=len(family.layer_norms),
             num_head_norms=len(family.head_norms),
+            head_norm_layout=family.head_norm_layout,
         )
 
 
-def _module_biases(family: Family, layer: nn.Module) -> dict[str, bool]:
-    """ModelDims' bias fields as the modules of ``layer`` have them."""
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _module_facts(family: Family, model: nn.Module) -> dict[str, Any]:
+    """ModelDims' fields read from modules: biases of the first layer's projections and, when they are
+    not plain RMSNorm weights, the sizes of its norms and of everything outside the layers."""
+    cfg, layers = model.config, family.decoder_layers(model)
+    layer = layers[0]
     lin = family.linears(layer)
-    return {"attention_bias": lin["q"].bias is not None, "o_bias": lin["o"].bias is not None,
-            "mlp_bias": lin["gate"].bias is not None}
+    out: dict[str, Any] = {"attention_bias": lin["q"].bias is not None, "o_bias": lin["o"].bias is not None,
+                           "mlp_bias": lin["gate"].bias is not None}
+    norms = sum(_numel(_get(layer, n)) for n in family.layer_norms)
+    if norms != len(family.layer_norms) * cfg.hidden_size:
+        out["layer_norm_params"] = norms
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    outside = _numel(model) - sum(_numel(lay) for lay in layers)
+    if outside != cfg.vocab_size * cfg.hidden_size * (1 if tied else 2) + cfg.hidden_size:
+        out["outside_params"] = outside
+    return out
 
 
-def _skeleton_biases(config: Any, family: Family) -> dict[str, bool]:
-    """Biases of a one-layer model built from ``config`` on the meta device; the config's own
-    ``attention_bias`` / ``mlp_bias`` fields when transformers cannot build one."""
+def _skeleton_facts(config: Any, family: Family) -> dict[str, Any]:
+    """:func:`_module_facts` of a one-layer model built from ``config`` on the meta device; the config's
+    own ``attention_bias`` / ``mlp_bias`` fields when transformers cannot build one."""
     from transformers import AutoModelForCausalLM
 
     try:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(family.config_with_layers(config, 1))
-        return _module_biases(family, family.decoder_layers(skeleton)[0])
+        return _module_facts(family, skeleton)
     except (ValueError, KeyError):  # a config class transformers has no model class for
         attn = bool(getattr(config, "attention_bias", False))
         return {"attention_bias": attn, "o_bias": attn, "mlp_bias": bool(getattr(config, "mlp_bias", False))}

@@ -13,7 +13,8 @@ N_SUBNETS = 50
 def random_ranking(sp: SubnetSpace, rng) -> Ranking:
     d = sp.dims
     return Ranking.from_scores([rng.random(d.num_kv_heads) for _ in range(d.num_layers)],
-                               [rng.random(d.intermediate) for _ in range(d.num_layers)])
+                               [rng.random(d.intermediate) for _ in range(d.num_layers)],
+                               head_scores=[rng.random(d.num_heads) for _ in range(d.num_layers)])
 
 
 @pytest.mark.parametrize("fam", FAMILIES)
@@ -24,10 +25,11 @@ def test_masked_equals_sliced_equals_reloaded(fam, tmp_path):
     ids = torch.randint(0, m.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         dense = m(ids).logits
-    dropped_seen = 0
+    dropped_seen = heads_cut = 0
     for t in range(N_SUBNETS):
         s = sp.sample(rng, p_drop=0.25)
         dropped_seen += not all(c.keep for c in s.layers)
+        heads_cut += s.cuts_heads
         plan = random_ranking(sp, rng).resolve(s)
         with torch.no_grad():
             with masked(m, plan):
@@ -48,6 +50,7 @@ def test_masked_equals_sliced_equals_reloaded(fam, tmp_path):
                 g3 = rl.generate(ids[:1], max_new_tokens=8, do_sample=False)
                 assert torch.equal(g1, g2) and torch.equal(g2, g3), f"subnet {t}: greedy tokens differ"
     assert dropped_seen > 5
+    assert (heads_cut > 25) == (sp.dims.q_per_group > 1)  # GQA/MQA subnets cut query heads inside groups
     with torch.no_grad():  # masking is undone
         assert torch.equal(m(ids).logits, dense)
 

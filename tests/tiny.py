@@ -9,6 +9,7 @@ COMMON = dict(hidden_size=32, intermediate_size=96, num_hidden_layers=4, vocab_s
 
 CONFIGS = {
     "llama-mha": lambda: LlamaConfig(**COMMON, num_attention_heads=4, num_key_value_heads=4),
+    "llama-mqa": lambda: LlamaConfig(**COMMON, num_attention_heads=4, num_key_value_heads=1),  # one KV group
     "llama-gqa": lambda: LlamaConfig(**{**COMMON, "hidden_size": 48}, num_attention_heads=6, num_key_value_heads=3, head_dim=8),
     "mistral": lambda: MistralConfig(**COMMON, num_attention_heads=4, num_key_value_heads=2, sliding_window=64),
     "qwen2": lambda: Qwen2Config(**COMMON, num_attention_heads=4, num_key_value_heads=2),

@@ -189,7 +189,7 @@ def load_subnet(path: str | Path, dtype: torch.dtype = torch.float32, device: st
     if layers is not None:
         dims = fam.dims(model)
         for layer, r in zip(fam.decoder_layers(model), layers):
-            resize_layer(layer, fam, dims, r["num_key_value_heads"], r["intermediate_size"])
+            resize_layer(layer, fam, dims, r["num_key_value_heads"], r["intermediate_size"], heads=r["num_attention_heads"])
     flexi = (getattr(config, "nas_llm", None) or {}).get("flexi")
     if flexi:  # FlexiGPT's compact form: replacement maps that share another block's weights
         from .shared_block import rebuild

@@ -1,7 +1,7 @@
 """Importance scores, computed once from calibration activations: which heads/neurons/layers matter.
 
-Scores are per *structure* (a KV group with its query heads, one MLP neuron), summed over the
-modules that share it (q,k,v rows + o columns; gate,up rows + down column):
+Scores are per *structure* (a KV group with its query heads, one query head, one MLP neuron), summed
+over the modules that share it (q,k,v rows + o columns; q rows + o columns; gate,up rows + down column):
 
 - ``obs`` (the paper): Phi_ij = W_ij^2 / [(2 X X^T + damp)^-1]_jj, X the input of the module.
   For a column of o/down this is twice the least-squares error left after removing that input
@@ -136,15 +136,17 @@ def _col_scores(W: torch.Tensor, kind: str, st: LayerStats, key: str, damp: floa
 
 @dataclass
 class Scores:
-    """Raw per-structure scores: kv[i] has one score per KV group, neurons[i] one per neuron."""
+    """Raw per-structure scores: kv[i] has one score per KV group, heads[i] one per query head (its q rows
+    and o columns; a group's score is its heads' plus its k/v rows'), neurons[i] one per neuron."""
 
     kv: list[np.ndarray]
     neurons: list[np.ndarray]
     layers: np.ndarray  # Block Influence
     method: str
+    heads: list[np.ndarray] | None = None
 
     def ranking(self) -> Ranking:
-        return Ranking.from_scores(self.kv, self.neurons, self.layers, self.method)
+        return Ranking.from_scores(self.kv, self.neurons, self.layers, self.method, self.heads)
 
 
 def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = "obs", damp: float = DEFAULT_DAMP) -> Scores:
@@ -152,7 +154,7 @@ def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = "
         raise ConfigError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
     fam = get_family(model)
     dims: ModelDims = fam.dims(model)
-    kv_out, nn_out = [], []
+    kv_out, nn_out, head_out = [], [], []
     coupled = method in ("obs", "magnitude")  # wanda/flap score only o/down inputs, as in their papers
     for layer, st in zip(fam.decoder_layers(model), stats):
         lin, mlp = fam.attn_linears(layer), fam.mlp_linears(layer)
@@ -160,19 +162,21 @@ def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = "
         if coupled:
             ch = ch + _row_scores(lin["q"].weight, method, st, "attn_in", damp)
             kvr = _row_scores(lin["k"].weight, method, st, "attn_in", damp) + _row_scores(lin["v"].weight, method, st, "attn_in", damp)
+        h_scores = ch.reshape(dims.num_heads, dims.head_dim).sum(1)  # head h: channels h*hd ... (h+1)*hd-1
         g_scores = []
         for g in range(dims.num_kv_heads):
             sc = ch[head_channels([g], dims)].sum()
             if coupled:
                 sc = sc + kvr[kv_channels([g], dims)].sum()
             g_scores.append(float(sc))
+        head_out.append(h_scores.cpu().numpy())
         n_sc = _col_scores(mlp["down"].weight, method, st, "down", damp)
         if coupled:
             n_sc = n_sc + _row_scores(mlp["gate"].weight, method, st, "mlp_in", damp) + _row_scores(mlp["up"].weight, method, st, "mlp_in", damp)
         kv_out.append(np.asarray(g_scores))
         nn_out.append(n_sc.cpu().numpy())
     bi = np.asarray([1.0 - st.cos_sum / max(st.n, 1) for st in stats])
-    return Scores(kv_out, nn_out, bi, method)
+    return Scores(kv_out, nn_out, bi, method, head_out)
 
 
 def compute_scores(model: nn.Module, input_ids: torch.Tensor, method: str = "obs", batch_size: int = 4, damp: float = DEFAULT_DAMP, progress: bool = True) -> Scores:
@@ -204,7 +208,9 @@ def importance_ranking(model: nn.Module, input_ids: torch.Tensor, method: str = 
     if cache_dir is not None:
         path = Path(cache_dir) / f"ranking-{method}-{fingerprint(model, input_ids, method, damp)}.json"
         if path.is_file():
-            return Ranking.load(path)
+            cached = Ranking.load(path)
+            if cached.q_order is not None or get_family(model).dims(model).q_per_group == 1:
+                return cached  # (a ranking cached before query heads were ranked is computed again)
     if method not in METHODS:
         raise ConfigError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
     stats = collect_stats(model, input_ids, batch_size, hessian=method == "obs", progress=progress)

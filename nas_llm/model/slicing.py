@@ -7,9 +7,12 @@ the input-cut maps, e.g. reformed ones). Masking (``nas_llm.model.masking``) rea
 (``nas_llm.model.swap``), and :func:`slice_model` keeps them -- one definition of "apply a plan".
 
 Only shapes change; the stock transformers forward already infers the head count from the
-projection width (``view(..., -1, head_dim)``), and the query/KV ratio is unchanged because
-whole KV groups go with their query heads. The per-layer shapes are recorded in
-``config.nas_llm`` so that :func:`nas_llm.load_subnet` can rebuild the model from stock classes.
+projection width (``view(..., -1, head_dim)``) and the query/KV ratio from the two widths
+(``repeat_kv`` by ``heads // kv_heads``): every kept KV group keeps the same number of query
+heads, so the sliced layer is a standard GQA layer with its own head counts. Per-head and
+whole-width q/k norms (Cohere, OLMo2) are sliced with the heads they normalise. The per-layer
+shapes are recorded in ``config.nas_llm`` so that :func:`nas_llm.load_subnet` can rebuild the
+model from stock classes.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import torch.nn as nn
 from nas_llm.errors import ConfigError
 from search_spaces import Plan, get_family
 from search_spaces.family import Family, ModelDims
-from search_spaces.plan import LayerPlan, check_plan, head_channels, kv_channels
+from search_spaces.plan import LayerPlan, check_plan, cuts_attention, kv_channels, query_channels, query_heads
 
 FORMAT_VERSION = 1
 INPUT_CUT_ROLES = ("o", "down")  # the maps whose *input* columns a cut removes: the ones reformation refits
@@ -37,16 +40,21 @@ class Cut:
     cols: list[int] | None = None
 
 
-def layer_cuts(lp: LayerPlan, dims: ModelDims) -> dict[str, Cut]:
+def layer_cuts(lp: LayerPlan, dims: ModelDims, norm_roles: tuple[str, ...] = ()) -> dict[str, Cut]:
     """The projections a kept layer's plan changes, by role (q, k, v, o, gate, up, down order).
 
-    Attention maps when KV groups are cut (q/k/v lose output rows, o loses the matching input
-    columns), MLP maps when neurons are cut; a role whose map stays whole is absent.
+    Attention maps when KV groups or query heads are cut (q/k/v lose output rows, o loses the
+    matching input columns), MLP maps when neurons are cut; a role whose map stays whole is absent.
+    ``norm_roles`` (``Family.sliced_norm_roles``): q/k norms sliced with the heads, whose ``rows`` are
+    indices into the first axis of their weight (a head for the "head" layout, a channel for "width").
     """
     cuts: dict[str, Cut] = {}
-    if len(lp.kv_groups) < dims.num_kv_heads:
-        q, kv = head_channels(lp.kv_groups, dims), kv_channels(lp.kv_groups, dims)
+    if cuts_attention(lp, dims):
+        q, kv = query_channels(lp, dims), kv_channels(lp.kv_groups, dims)
         cuts.update(q=Cut(rows=q), k=Cut(rows=kv), v=Cut(rows=kv), o=Cut(cols=q))
+        by_head = dims.head_norm_layout == "head"
+        norm_rows = {"q_norm": query_heads(lp, dims) if by_head else q, "k_norm": list(lp.kv_groups) if by_head else kv}
+        cuts.update({r: Cut(rows=norm_rows[r]) for r in norm_roles})
     if len(lp.neurons) < dims.intermediate:
         n = list(lp.neurons)
         cuts.update(gate=Cut(rows=n), up=Cut(rows=n), down=Cut(cols=n))
@@ -82,32 +90,65 @@ def sliced_linear(lin: nn.Linear, cut: Cut, weight: torch.Tensor | None = None) 
     return new
 
 
+def sliced_norm(norm: nn.Module, rows: list[int]) -> nn.Module:
+    """A copy of a q/k norm whose parameters keep ``rows`` of their first axis (the norm classes infer
+    their width from the input, so only the parameters change)."""
+    idx = torch.as_tensor(rows)
+    return _norm_like(norm, {n: p.detach().index_select(0, idx.to(p.device)) for n, p in norm.named_parameters(recurse=False)})
+
+
+def _norm_like(norm: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``norm`` (hooks not shared) holding ``params``; a ``normalized_shape`` follows them."""
+    saved = norm._parameters
+    norm._parameters = {}
+    try:
+        new = copy.deepcopy(norm)
+    finally:
+        norm._parameters = saved
+    for n, t in params.items():
+        new.register_parameter(n, nn.Parameter(t))
+    if hasattr(new, "normalized_shape") and "weight" in params:
+        new.normalized_shape = tuple(params["weight"].shape)
+    return new
+
+
 def sliced_projections(layer: nn.Module, fam: Family, lp: LayerPlan, dims: ModelDims,
-                       weights: dict[str, torch.Tensor] | None = None) -> dict[str, nn.Linear]:
-    """The cut projections of one kept layer, by role (only the roles the plan changes).
+                       weights: dict[str, torch.Tensor] | None = None) -> dict[str, nn.Module]:
+    """The cut projections (and sliced q/k norms) of one kept layer, by role (only the roles the plan changes).
 
     ``weights[role]`` (``"o"`` / ``"down"``, already cut to the kept columns) replaces that map's
     selected weight; a weight for a map the plan does not cut is an error.
     """
     weights = weights or {}
-    cuts = layer_cuts(lp, dims)
+    cuts = layer_cuts(lp, dims, fam.sliced_norm_roles)
     stray = sorted(set(weights) - {r for r in cuts if r in INPUT_CUT_ROLES})
     if stray:
         raise ConfigError(f"replacement weights for {stray}: only the input-cut maps of this layer "
                           f"({[r for r in cuts if r in INPUT_CUT_ROLES]}) can be replaced")
-    old = fam.linears(layer)
-    return {role: sliced_linear(old[role], cut, weights.get(role)) for role, cut in cuts.items()}
+    out: dict[str, nn.Module] = {}
+    for role, cut in cuts.items():
+        mod = fam.module(layer, role)
+        out[role] = sliced_norm(mod, cut.rows) if role in fam.sliced_norm_roles else sliced_linear(mod, cut, weights.get(role))
+    return out
 
 
-def resize_layer(layer: nn.Module, fam: Family, dims: ModelDims, kv_groups: int, neurons: int, device: Any = "meta") -> None:
-    """Give a layer empty projections of a subnet's shapes (used when rebuilding from disk)."""
+def resize_layer(layer: nn.Module, fam: Family, dims: ModelDims, kv_groups: int, neurons: int, device: Any = "meta",
+                 heads: int | None = None) -> None:
+    """Give a layer empty projections (and q/k norms) of a subnet's shapes (used when rebuilding from disk);
+    ``heads``: the layer's query heads (default: every head of the kept groups)."""
     hd, h = dims.head_dim, dims.hidden
-    q_out, kv_out = kv_groups * dims.q_per_group * hd, kv_groups * hd
+    heads = kv_groups * dims.q_per_group if heads is None else heads
+    q_out, kv_out = heads * hd, kv_groups * hd
     shapes = {"q": (h, q_out), "k": (h, kv_out), "v": (h, kv_out), "o": (q_out, h), "gate": (h, neurons), "up": (h, neurons), "down": (neurons, h)}
     old = fam.linears(layer)
     for role, (fin, fout) in shapes.items():
         ref = old[role]
         fam.set_linear(layer, role, nn.Linear(fin, fout, bias=ref.bias is not None, device=device, dtype=ref.weight.dtype))
+    rows = {"q_norm": heads, "k_norm": kv_groups} if dims.head_norm_layout == "head" else {"q_norm": q_out, "k_norm": kv_out}
+    for role in fam.sliced_norm_roles:
+        norm = fam.module(layer, role)
+        fam.set_module(layer, role, _norm_like(norm, {n: torch.empty((rows[role], *p.shape[1:]), dtype=p.dtype, device=device)
+                                                      for n, p in norm.named_parameters(recurse=False)}))
 
 
 def _set_layers(model: nn.Module, fam: Family, layers: list[nn.Module]) -> None:
@@ -209,7 +250,7 @@ def slice_model(model: nn.Module, plan: Plan, inplace: bool = False, subnet: Any
         kept.append(layer)
         record.append({
             "source_layer": i,
-            "num_attention_heads": len(lp.kv_groups) * dims.q_per_group,
+            "num_attention_heads": len(query_heads(lp, dims)),
             "num_key_value_heads": len(lp.kv_groups),
             "intermediate_size": len(lp.neurons),
         })

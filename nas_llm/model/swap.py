@@ -21,16 +21,16 @@ from .slicing import sliced_projections
 
 
 @contextmanager
-def swapped(layer: nn.Module, fam: Family, new: dict[str, nn.Linear]) -> Iterator[None]:
-    """Put ``new`` projections (by role) into ``layer``; the originals are back on exit."""
-    old = fam.linears(layer)
+def swapped(layer: nn.Module, fam: Family, new: dict[str, nn.Module]) -> Iterator[None]:
+    """Put ``new`` projections (and sliced q/k norms) by role into ``layer``; the originals are back on exit."""
+    old = {role: fam.module(layer, role) for role in new}
     try:
-        for role, lin in new.items():
-            fam.set_linear(layer, role, lin)
+        for role, mod in new.items():
+            fam.set_module(layer, role, mod)
         yield
     finally:
         for role in new:
-            fam.set_linear(layer, role, old[role])
+            fam.set_module(layer, role, old[role])
 
 
 def _skip(orig_forward):

@@ -59,12 +59,7 @@ def make_storage(url: str | None, run_dir: str | Path | None):
 
 
 def _param_names(sp: SearchProblem) -> list[tuple[str, int, int]]:
-    xl, xu = sp.space.bounds()
-    out = []
-    for i in range(sp.space.num_layers):
-        for j, what in enumerate(("kv", "nb", "keep")):
-            out.append((f"{what}_{i}", int(xl[3 * i + j]), int(xu[3 * i + j])))
-    return out
+    return sp.space.variables()
 
 
 def make_sampler(name: str, seed: int, pop_size: int, n_constraints: int):

@@ -28,7 +28,7 @@ import numpy as np
 from nas_llm.errors import ConfigError
 from objectives import Constraint, Context, Objective, checked_score, describe_objective, get_objective
 from objectives.base import finite_float
-from search_spaces import LayerChoice, Subnet, SubnetError
+from search_spaces import Subnet, SubnetError
 
 from .journal import Journal
 
@@ -145,13 +145,14 @@ class SearchProblem:
 
     # -- setup and pre-flight checks ---------------------------------------------------------------
     def smallest(self) -> Subnet:
-        """The smallest subnet of the space (one layer if dropping is allowed, 1 group, fewest neurons)."""
+        """The smallest subnet of the space (one layer if dropping is allowed, 1 group, fewest heads and neurons)."""
         d, n0 = self.space.dims, self.space.neuron_choices[0]
         keep_one = self.space.allow_layer_drop
         best = 0
         if keep_one and self.ctx.ranking.layer_scores is not None:
             best = int(np.argmax(self.ctx.ranking.layer_scores))
-        return Subnet(tuple(LayerChoice(1, n0, (not keep_one) or i == best) for i in range(d.num_layers)))
+        q = self.space.head_choices[0]
+        return Subnet(tuple(self.space.choice(1, n0, (not keep_one) or i == best, q) for i in range(d.num_layers)))
 
     def setup(self) -> None:
         """Set up every objective once and check that each constraint can be met at all."""
@@ -184,10 +185,10 @@ class SearchProblem:
         """Clip to bounds, round, and keep the most important layer when all layers are dropped."""
         xl, xu = self.space.bounds()
         v = np.clip(np.rint(np.asarray(list(x), dtype=float)), xl, xu).astype(int)
-        keep = v[2::3]
-        if not keep.any():
+        keep = self.space.keep_positions()
+        if not v[keep].any():
             best = 0 if self.ctx.ranking.layer_scores is None else int(np.argmax(self.ctx.ranking.layer_scores))
-            v[3 * best + 2] = 1
+            v[keep[best]] = 1
         return v
 
     # -- evaluation ---------------------------------------------------------------------------------
