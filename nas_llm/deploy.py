@@ -91,7 +91,7 @@ def model_card(run: Run, sel: Selection, reformed: bool, params: int, command: s
         "",
         f"Structure: {subnet.summary()}.",
         "",
-        "Per layer (KV groups / MLP neurons, `x` = dropped): " + " ".join(f"{c.kv_groups}/{c.neurons}" if c.keep else "x" for c in subnet.layers),
+        "Per layer (KV groups [x query heads per group, where cut] / MLP neurons, `x` = dropped): " + " ".join(c.label() for c in subnet.layers),
         "",
         f"Importance calibration: {cal.get('source', '?')} ({cal.get('n_samples', '?')} x {cal.get('seq_len', '?')} tokens). "
         f"Perplexity in this table: {_ppl_data(settings, cal)}, i.e. a calibration split, not a test set; "

@@ -129,7 +129,7 @@ class Selection:
             s = Subnet.from_json(r["subnet"])
             lines.append(f"  subnet: {s.summary()}")
             lines.append("  per layer (kv groups/neurons, x = dropped): " + " ".join(
-                f"{c.kv_groups}/{c.neurons}" if c.keep else "x" for c in s.layers))
+                c.label() for c in s.layers))
         if run_path is not None:
             lines.append(f"  export: nas-llm export {run_path} --pick {self.id} --out OUT_DIR")
         return "\n".join(lines)

@@ -27,7 +27,7 @@ from search_spaces import Ranking, Subnet, SubnetSpace, get_family
 
 from .base import OBJECTIVES, Context
 from .llamacpp import LatencyLlamaCpp, check_settings, measure_ggufs, runtime_settings
-from .lut import LookupTablePredictor
+from .lut import LookupTablePredictor, attn_shapes
 from .predictors import PREDICTORS, PredictedLatency
 
 
@@ -67,9 +67,10 @@ class LlamaCppLUT(LookupTablePredictor):
         for p in list(model.parameters())[:3]:  # the model's identity: its first weights, not just its shapes
             h.update(p.detach().float().cpu().numpy().tobytes()[:1 << 16])
         return {"kind": "lut_llamacpp", "version": 1, **self.settings(), "family": get_family(model).name,
-                "dims": space.dims.__dict__, "neuron_choices": list(space.neuron_choices), "weights": h.hexdigest()[:16],
+                "dims": space.dims.cache_key(), "neuron_choices": list(space.neuron_choices), "weights": h.hexdigest()[:16],
                 "probe_layers": self.probe_layers, "neuron_stride": self.neuron_stride, "stat": self.stat,
-                "reps": self.reps, "cpu": f"{platform.machine()} {platform.processor()} x{os.cpu_count()}"}
+                "reps": self.reps, "cpu": f"{platform.machine()} {platform.processor()} x{os.cpu_count()}",
+                **({"query_heads": True} if space.searches_heads else {})}
 
     def setup(self, model: nn.Module) -> None:
         from nas_llm.model.atomic import atomic_write_json
@@ -97,7 +98,8 @@ class LlamaCppLUT(LookupTablePredictor):
         rank = Ranking.identity(L, G, I)
         rest = list(range(k, L))
         shapes: dict[str, Subnet] = {"dense": space.uniform(drop=rest), "one": space.uniform(drop=range(1, L))}
-        shapes.update({f"a{g}": space.uniform(g, I, drop=rest) for g in range(1, G)})
+        attn_keys = attn_shapes(space)
+        shapes.update({f"a{key}": space.uniform(g, I, drop=rest, heads_per_group=q) for key, (g, q) in attn_keys.items()})
         points = sorted(set(space.neuron_choices[:: self.neuron_stride]) - {I})
         shapes.update({f"m{n}": space.uniform(G, n, drop=rest) for n in points})
         odd = list(range(1, L, 2))
@@ -111,13 +113,14 @@ class LlamaCppLUT(LookupTablePredictor):
                                 n_decode=self.n_decode, rounds=self.rounds, reps=self.reps, stat=self.stat,
                                 outtype=self.type, progress=self.progress, flash_attn=self.flash_attn)
         t = {name: r.median_s for name, r in res.items()}
-        return self._table(t, k, L, G, I, points, odd) | {"spread": {n: r.spread for n, r in res.items()}}
+        return self._table(t, k, L, G, I, points, odd, list(attn_keys)) | {"spread": {n: r.spread for n, r in res.items()}}
 
     def _gguf(self, model: nn.Module, path: Path, export: Callable) -> Path:
         return export(model, path, self.tokenizer, outtype=self.type, check=False)
 
     @staticmethod
-    def _table(t: dict[str, float], k: int, L: int, G: int, I: int, points: list[int], odd: list[int]) -> dict:
+    def _table(t: dict[str, float], k: int, L: int, G: int, I: int, points: list[int], odd: list[int],
+               attn_keys: list[str] | None = None) -> dict:
         """Per-layer deltas from the probe times, scaled so the probe's layer time matches the real model's."""
         d_probe = (t["dense"] - t["one"]) / (k - 1)
         d = (t["full"] - t["full_half"]) / len(odd) if odd else d_probe
@@ -128,7 +131,8 @@ class LlamaCppLUT(LookupTablePredictor):
             d, scale = d_probe, 1.0
         return {"layer_dense_s": d, "layer_probe_s": d_probe, "probe_scale": scale, "full_dense_s": t["full"],
                 "const_s": t["full"] - L * d, "num_layers": L,
-                "attn_delta_s": {str(G): 0.0, **{str(g): scale * (t[f"a{g}"] - t["dense"]) / k for g in range(1, G)}},
+                "attn_delta_s": {str(G): 0.0, **{a: scale * (t[f"a{a}"] - t["dense"]) / k
+                                                  for a in (attn_keys or [str(g) for g in range(1, G)])}},
                 "mlp_delta_s": {str(I): 0.0, **{str(n): scale * (t[f"m{n}"] - t["dense"]) / k for n in points}},
                 "times_s": t}
 

@@ -45,6 +45,23 @@ def _probe_model(model: nn.Module, n_layers: int, dev: torch.device, dt: torch.d
     return probe.eval()
 
 
+def attn_shapes(space: SubnetSpace) -> dict[str, tuple[int, int | None]]:
+    """The attention shapes a table measures, by key: ``"g"`` for ``g`` whole KV groups, ``"gxq"`` for ``g``
+    groups keeping ``q`` query heads each (GQA/MQA spaces that search query heads). The dense shape is left out."""
+    d = space.dims
+    out: dict[str, tuple[int, int | None]] = {}
+    for g in range(1, d.num_kv_heads + 1):
+        for q in space.head_choices:
+            if (g, q) != (d.num_kv_heads, d.q_per_group):
+                out[attn_key(g, None if q == d.q_per_group else q)] = (g, None if q == d.q_per_group else q)
+    return out
+
+
+def attn_key(kv_groups: int, heads_per_group: int | None) -> str:
+    """The table key of a layer's attention shape (see :func:`attn_shapes`)."""
+    return str(kv_groups) if heads_per_group is None else f"{kv_groups}x{heads_per_group}"
+
+
 @PREDICTORS.register("lut")
 class LookupTablePredictor(LatencyPredictor):
     """Sum of measured per-layer times: ``C0 + sum_kept (d + a[kv_groups] + m[neurons])``.
@@ -91,11 +108,12 @@ class LookupTablePredictor(LatencyPredictor):
         return {
             "kind": "lut", "version": 2, "device": _device_name(dev), "dtype": str(dt).replace("torch.", ""),
             "mode": self.mode, "batch": self.batch, "seq_len": self.seq_len, "compiled": self.compiled,
-            "family": fam.name, "dims": space.dims.__dict__, "neuron_choices": list(space.neuron_choices),
+            "family": fam.name, "dims": space.dims.cache_key(), "neuron_choices": list(space.neuron_choices),
             "attn_implementation": getattr(model.config, "_attn_implementation", None),
             "probe_layers": self.probe_layers, "neuron_stride": self.neuron_stride,
             "torch": torch.__version__, "threads": torch.get_num_threads() if dev.type == "cpu" else None,
             **({} if self.stat == "median" else {"stat": self.stat}),  # median tables keep their old key
+            **({"query_heads": True} if space.searches_heads else {}),  # tables without head cuts keep theirs
         }
 
     def setup(self, model: nn.Module) -> None:
@@ -118,14 +136,15 @@ class LookupTablePredictor(LatencyPredictor):
         rank = Ranking.identity(k, G, I)
         pspace = SubnetSpace.from_model(probe, self.granularity)
 
-        def sliced(g: int, n: int) -> Callable[[], nn.Module]:
-            if g == G and n == I:
+        def sliced(g: int, n: int, q: int | None = None) -> Callable[[], nn.Module]:
+            if g == G and n == I and q is None:
                 return lambda: probe
-            return lambda: slice_model(probe, rank.resolve(pspace.uniform(g, n)))
+            return lambda: slice_model(probe, rank.resolve(pspace.uniform(g, n, heads_per_group=q)))
 
         builders: dict[str, Callable[[], nn.Module]] = {"dense": sliced(G, I), "one": lambda: probe1}
-        for g in range(1, G):
-            builders[f"a{g}"] = sliced(g, I)
+        attn_keys = attn_shapes(pspace)
+        for key, (g, q) in attn_keys.items():
+            builders[f"a{key}"] = sliced(g, I, q)
         for n in points[:-1]:
             builders[f"m{n}"] = sliced(G, n)
         kw = dict(mode=self.mode, batch=self.batch, seq_len=self.seq_len, rounds=self.rounds,
@@ -146,7 +165,7 @@ class LookupTablePredictor(LatencyPredictor):
             warnings.warn(f"lookup table: layer time of the real model {d * 1e3:.3g} ms vs probe {d_probe * 1e3:.3g} ms; "
                           "timings are too noisy for a calibrated table, using the probe's", RuntimeWarning)
             d, scale = d_probe, 1.0
-        attn = {str(G): 0.0, **{str(g): scale * (t[f"a{g}"] - t["dense"]) / k for g in range(1, G)}}
+        attn = {str(G): 0.0, **{key: scale * (t[f"a{key}"] - t["dense"]) / k for key in attn_keys}}
         mlp = {str(I): 0.0, **{str(n): scale * (t[f"m{n}"] - t["dense"]) / k for n in points[:-1]}}
         del probe, probe1
         return {
@@ -173,8 +192,10 @@ class LookupTablePredictor(LatencyPredictor):
         for i, c in enumerate(subnet.layers):
             if not c.keep:
                 continue
-            if str(c.kv_groups) not in t["attn_delta_s"]:
-                raise ConfigError(f"layer {i}: kv_groups={c.kv_groups} is not in the lookup table "
-                                 f"(measured {', '.join(t['attn_delta_s'])})")
-            total += t["layer_dense_s"] + t["attn_delta_s"][str(c.kv_groups)] + self._mlp(c.neurons)
+            key = attn_key(c.kv_groups, c.heads_per_group)
+            if key not in t["attn_delta_s"]:
+                raise ConfigError(f"layer {i}: attention shape {key} (KV groups{' x query heads per group' if 'x' in key else ''}) "
+                                  f"is not in the lookup table (measured {', '.join(t['attn_delta_s'])}); a table built "
+                                  "before query heads were searched: build it again (refresh=True)")
+            total += t["layer_dense_s"] + t["attn_delta_s"][key] + self._mlp(c.neurons)
         return max(total, 0.0)

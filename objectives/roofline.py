@@ -43,10 +43,10 @@ def measure_peaks(device: str | torch.device = "cpu", dtype: torch.dtype = torch
 
 
 def operator_costs(dims: Any, kv_groups: int, neurons: int, mode: str, batch: int, seq_len: int,
-                   bytes_per_el: float) -> list[tuple[str, float, float]]:
+                   bytes_per_el: float, heads_per_group: int | None = None) -> list[tuple[str, float, float]]:
     """``(op, flops, bytes)`` of one LLaMA-style decoder layer; closed forms, checked in tests."""
     h, hd = dims.hidden, dims.head_dim
-    heads = kv_groups * dims.q_per_group
+    heads = kv_groups * (dims.q_per_group if heads_per_group is None else heads_per_group)
     qo, kvo = heads * hd, kv_groups * hd
     T = batch * seq_len if mode == "prefill" else batch  # tokens processed
     ops: list[tuple[str, float, float]] = []
@@ -104,7 +104,8 @@ class RooflinePredictor(LatencyPredictor):
         ops = []
         for c in subnet.layers:
             if c.keep:
-                ops += operator_costs(d, c.kv_groups, c.neurons, self.mode, self.batch, self.seq_len, self.bytes_per_el)
+                ops += operator_costs(d, c.kv_groups, c.neurons, self.mode, self.batch, self.seq_len, self.bytes_per_el,
+                                      c.heads_per_group)
         T = self.batch * (self.seq_len if self.mode == "prefill" else 1)
         ops.append(("embed", 0.0, self.bytes_per_el * 2 * T * d.hidden))
         ops.append(("final_norm", 0.0, self.bytes_per_el * 2 * T * d.hidden))

@@ -6,11 +6,13 @@ predictor's Spearman rank correlation and mean absolute percentage error.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch.nn as nn
 
 from nas_llm.model.slicing import slice_model
-from search_spaces import LayerChoice, Ranking, Subnet, SubnetSpace, get_family
+from search_spaces import Ranking, Subnet, SubnetSpace, get_family
 
 from .latency import mape, measure_interleaved, spearman
 from .predictors import LatencyPredictor, checked_predict
@@ -29,9 +31,12 @@ def sample_spread(space: SubnetSpace, rng: np.random.Generator) -> Subnet:
         kv = int(np.clip(round(d.num_kv_heads * f * rng.uniform(0.7, 1.3)), 1, d.num_kv_heads))
         target = d.intermediate * f * rng.uniform(0.7, 1.3)
         n = min(space.neuron_choices, key=lambda c: abs(c - target))
-        layers.append(LayerChoice(kv, n, bool(rng.random() >= 0.25 * (1 - f))))
+        q = None
+        if space.searches_heads:  # query heads per group spread the same way (None: all of them)
+            q = int(np.clip(round(d.q_per_group * f * rng.uniform(0.7, 1.3)), 1, d.q_per_group))
+        layers.append(space.choice(kv, n, bool(rng.random() >= 0.25 * (1 - f)), q))
     if not any(c.keep for c in layers):
-        layers[0] = LayerChoice(layers[0].kv_groups, layers[0].neurons, True)
+        layers[0] = replace(layers[0], keep=True)
     return space.validate(Subnet(tuple(layers)))
 
 

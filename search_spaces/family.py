@@ -43,6 +43,7 @@ class Family:
     # channel, and its statistics then run over the kept heads only
     head_norm_layout: str = "shared"
     per_layer_config_lists: tuple[str, ...] = ("layer_types",)  # config lists indexed by layer
+    inferred: bool = False  # read from a model's modules (search_spaces.infer), not declared
 
     # -- module access by role -------------------------------------------------------------
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
@@ -228,9 +229,35 @@ def get_family(model_or_config: Any) -> Family:
     for _, fam in FAMILIES.items():
         if model_type in fam.model_types or any(a in fam.architectures for a in archs):
             return fam
+    inferred = _infer(model_or_config, config)
+    if inferred is not None:
+        return inferred
     supported = sorted(a for _, f in FAMILIES.items() for a in f.architectures)
     raise UnsupportedModelError(
         f"unsupported architecture {archs[0] if archs else type(config).__name__!r} "
         f"(model_type={model_type!r}); supported: {', '.join(supported)}. "
         "Add a family with search_spaces.register_family(Family(...))."
     )
+
+
+def _infer(model_or_config: Any, config: Any) -> Family | None:
+    """A family inferred from the modules (of the model, or of a one-layer skeleton on the meta device),
+    registered so the next lookup finds it; None when there is no model class to look at. A model whose
+    modules cannot be placed raises the inference's error (it names the role and the modules seen)."""
+    from .infer import describe, infer_family
+
+    model = model_or_config if isinstance(model_or_config, nn.Module) else None
+    if model is None:
+        from transformers import AutoModelForCausalLM
+
+        try:
+            cfg = copy.deepcopy(config)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(cfg)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+    if not hasattr(model, "config") or getattr(model.config, "model_type", None) in (None, ""):
+        return None
+    fam = infer_family(model)
+    print(describe(fam), flush=True)
+    return register_family(fam)

@@ -71,6 +71,14 @@ def test_obs_scores_brute_force(setup):
             qc, kc = head_channels([g], dims), kv_channels([g], dims)
             expect = pq[qc].sum() + po[:, qc].sum() + pk[kc].sum() + pv[kc].sum()
             assert sc.kv[li][g] == pytest.approx(expect, rel=1e-4)  # H is accumulated in float32 per batch
+        for h in range(dims.num_heads):  # one query head: its q rows and o columns (its group's k/v are shared)
+            hc = list(range(h * dims.head_dim, (h + 1) * dims.head_dim))
+            assert sc.heads[li][h] == pytest.approx(pq[hc].sum() + po[:, hc].sum(), rel=1e-4)
+        # the ranking orders the heads inside each group by that score
+        order = sc.ranking().q_order[li]
+        for g in range(dims.num_kv_heads):
+            own = [sc.heads[li][g * dims.q_per_group + j] for j in range(dims.q_per_group)]
+            assert list(order[g]) == sorted(range(dims.q_per_group), key=lambda j: -own[j])
         Wg, Wu, Wd = (mlp[r].weight.detach().double().numpy() for r in ("gate", "up", "down"))
         pg, pu, pd = phi(Wg, X["m_gate"]), phi(Wu, X["m_gate"]), phi(Wd, X["m_down"])
         expect = pg.sum(1) + pu.sum(1) + pd.sum(0)
@@ -90,6 +98,9 @@ def test_wanda_magnitude_flap_brute_force(setup):
     for g in range(dims.num_kv_heads):
         expect = sum(np.mean(np.abs(Wo[:, j])) * xnorm_o[j] for j in head_channels([g], dims))
         assert wanda.kv[1][g] == pytest.approx(expect, rel=1e-6)
+    for h in range(dims.num_heads):
+        expect = sum(np.mean(np.abs(Wo[:, j])) * xnorm_o[j] for j in range(h * dims.head_dim, (h + 1) * dims.head_dim))
+        assert wanda.heads[1][h] == pytest.approx(expect, rel=1e-6)
     # FLAP fluctuation: sample variance of the input channel * squared column norm
     flap = scores_from_stats(m, stats, "flap")
     np.testing.assert_allclose(flap.neurons[1], np.var(X["m_down"], axis=0, ddof=1) * (Wd**2).sum(0), rtol=1e-5)

@@ -19,14 +19,19 @@ def random_ranking(sp: SubnetSpace, rng) -> Ranking:
 
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_masked_equals_sliced_equals_reloaded(fam, tmp_path):
-    m = tiny_model(fam)
+    check_subnets(tiny_model(fam), tmp_path, seed=sum(map(ord, fam)))
+
+
+def check_subnets(m, tmp_path, seed: int = 0, n: int = N_SUBNETS) -> None:
+    """``n`` random subnets (dropped layers, KV-group and query-head cuts): masked == sliced == exported and
+    reloaded logits (1e-4) and the same 8 greedy tokens; masking undone afterwards."""
     sp = SubnetSpace.from_model(m, granularity=16)
-    rng = np.random.default_rng(hash(fam) % 2**32)
+    rng = np.random.default_rng(seed)
     ids = torch.randint(0, m.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         dense = m(ids).logits
     dropped_seen = heads_cut = 0
-    for t in range(N_SUBNETS):
+    for t in range(n):
         s = sp.sample(rng, p_drop=0.25)
         dropped_seen += not all(c.keep for c in s.layers)
         heads_cut += s.cuts_heads
@@ -43,14 +48,13 @@ def test_masked_equals_sliced_equals_reloaded(fam, tmp_path):
             with torch.no_grad():
                 c = rl(ids).logits
             assert (b - c).abs().max() <= 1e-4, f"subnet {t}: sliced vs reloaded"
-            if t % 10 == 0:
-                with masked(m, plan):
-                    g1 = m.generate(ids[:1], max_new_tokens=8, do_sample=False)
-                g2 = sl.generate(ids[:1], max_new_tokens=8, do_sample=False)
-                g3 = rl.generate(ids[:1], max_new_tokens=8, do_sample=False)
-                assert torch.equal(g1, g2) and torch.equal(g2, g3), f"subnet {t}: greedy tokens differ"
-    assert dropped_seen > 5
-    assert (heads_cut > 25) == (sp.dims.q_per_group > 1)  # GQA/MQA subnets cut query heads inside groups
+            with masked(m, plan):
+                g1 = m.generate(ids[:1], max_new_tokens=8, do_sample=False)
+            g2 = sl.generate(ids[:1], max_new_tokens=8, do_sample=False)
+            g3 = rl.generate(ids[:1], max_new_tokens=8, do_sample=False)
+            assert torch.equal(g1, g2) and torch.equal(g2, g3), f"subnet {t}: greedy tokens differ"
+    assert dropped_seen > n // 10
+    assert (heads_cut > n // 2) == (sp.dims.q_per_group > 1)  # GQA/MQA subnets cut query heads inside groups
     with torch.no_grad():  # masking is undone
         assert torch.equal(m(ids).logits, dense)
 

@@ -18,9 +18,28 @@ CONFIGS = {
 FAMILIES = list(CONFIGS)
 
 
+def _auto_configs() -> dict:
+    """Decoder families transformers ships and nas-llm does not declare (recognised from their modules):
+    Gemma2 (four norms per layer, explicit head_dim, logit soft-capping), OLMo2 (q/k norms over the whole
+    projection width, no input norm), Gemma3 (four norms, q/k norms over head_dim, explicit head_dim)."""
+    from transformers import Gemma2Config, Gemma3TextConfig, Olmo2Config
+
+    c = {k: v for k, v in COMMON.items() if k != "tie_word_embeddings"}
+    return {
+        "gemma2": lambda: Gemma2Config(**c, num_attention_heads=4, num_key_value_heads=2, head_dim=12, sliding_window=64,
+                                       query_pre_attn_scalar=12, tie_word_embeddings=True),
+        "olmo2": lambda: Olmo2Config(**c, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False),
+        "gemma3": lambda: Gemma3TextConfig(**c, num_attention_heads=6, num_key_value_heads=2, head_dim=8, sliding_window=64,
+                                           query_pre_attn_scalar=8, tie_word_embeddings=True),
+    }
+
+
+AUTO_FAMILIES = ["gemma2", "olmo2", "gemma3"]
+
+
 def tiny_model(name: str = "llama-gqa", seed: int = 0):
     torch.manual_seed(seed)
-    cfg = CONFIGS[name]()
+    cfg = CONFIGS[name]() if name in CONFIGS else _auto_configs()[name]()
     cfg._attn_implementation = "eager"
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
     with torch.no_grad():  # larger-than-init weights so that differences show

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from nas_llm.errors import ConfigError
 from search_spaces import Plan, Ranking, Subnet, SubnetSpace, get_family
-from search_spaces.plan import head_channels
+from search_spaces.plan import query_channels
 from search_spaces.registry import Registry
 
 from nas_llm.model.importance import LayerStats, collect_stats
@@ -92,7 +92,7 @@ def bias_compensated(model: nn.Module, plan: Plan, means: list[tuple[torch.Tenso
     for layer, lp, (m_o, m_down) in zip(fam.decoder_layers(work), plan.layers, means):
         if not lp.keep:
             continue
-        for lin, kept, mean in ((fam.attn_linears(layer)["o"], head_channels(lp.kv_groups, dims), m_o),
+        for lin, kept, mean in ((fam.attn_linears(layer)["o"], query_channels(lp, dims), m_o),
                                 (fam.mlp_linears(layer)["down"], list(lp.neurons), m_down)):
             if len(kept) == lin.weight.shape[1]:
                 continue

@@ -228,7 +228,7 @@ def _fit_normalisation(model: nn.Module, dense: nn.ModuleList, ids: torch.Tensor
 def _split(plan: Plan, dims: ModelDims) -> tuple[list[int], list[int]]:
     dropped = [i for i, lp in enumerate(plan.layers) if not lp.keep]
     cands = [i for i, lp in enumerate(plan.layers) if lp.keep and len(lp.kv_groups) == dims.num_kv_heads
-             and len(lp.neurons) == dims.intermediate]
+             and lp.heads is None and len(lp.neurons) == dims.intermediate]
     return dropped, cands
 
 

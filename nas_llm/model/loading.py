@@ -168,7 +168,23 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.flo
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.eval()
+    _check_inferred_family(model)
     return model.to(device), tok
+
+
+def _check_inferred_family(model: Any) -> None:
+    """A family inferred from the modules is checked once here; a model of no known or inferable family still
+    loads (evaluating it dense works) and fails where a subnet is first needed, with the inference's message."""
+    from nas_llm.errors import UnsupportedModelError
+    from search_spaces import get_family
+
+    from .family_check import check_family
+
+    try:
+        get_family(model)
+    except UnsupportedModelError:
+        return
+    check_family(model)
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:

@@ -144,11 +144,23 @@ def resize_layer(layer: nn.Module, fam: Family, dims: ModelDims, kv_groups: int,
     for role, (fin, fout) in shapes.items():
         ref = old[role]
         fam.set_linear(layer, role, nn.Linear(fin, fout, bias=ref.bias is not None, device=device, dtype=ref.weight.dtype))
+    set_query_groups(layer, fam, heads, kv_groups)
     rows = {"q_norm": heads, "k_norm": kv_groups} if dims.head_norm_layout == "head" else {"q_norm": q_out, "k_norm": kv_out}
     for role in fam.sliced_norm_roles:
         norm = fam.module(layer, role)
         fam.set_module(layer, role, _norm_like(norm, {n: torch.empty((rows[role], *p.shape[1:]), dtype=p.dtype, device=device)
                                                       for n, p in norm.named_parameters(recurse=False)}))
+
+
+def set_query_groups(layer: nn.Module, fam: Family, heads: int, kv_heads: int) -> None:
+    """Tell the attention module how many query heads share each KV head (``repeat_kv``'s factor).
+
+    transformers reads ``num_key_value_groups`` from the module, set once from the config; a layer that
+    keeps fewer query heads per KV group than the dense model must carry its own.
+    """
+    attn = fam.attention(layer)
+    if hasattr(attn, "num_key_value_groups"):
+        attn.num_key_value_groups = heads // kv_heads
 
 
 def _set_layers(model: nn.Module, fam: Family, layers: list[nn.Module]) -> None:
@@ -246,6 +258,7 @@ def slice_model(model: nn.Module, plan: Plan, inplace: bool = False, subnet: Any
             continue
         for role, new_lin in sliced_projections(layer, fam, lp, dims).items():
             fam.set_linear(layer, role, new_lin)
+        set_query_groups(layer, fam, len(query_heads(lp, dims)), len(lp.kv_groups))
         fam.attention(layer).layer_idx = len(kept)  # KV-cache slot of the layer in the smaller model
         kept.append(layer)
         record.append({

@@ -17,20 +17,29 @@ import torch.nn as nn
 from search_spaces import Plan, get_family
 from search_spaces.family import Family
 
-from .slicing import sliced_projections
+from search_spaces.plan import query_heads
+
+from .slicing import set_query_groups, sliced_projections
 
 
 @contextmanager
-def swapped(layer: nn.Module, fam: Family, new: dict[str, nn.Module]) -> Iterator[None]:
-    """Put ``new`` projections (and sliced q/k norms) by role into ``layer``; the originals are back on exit."""
+def swapped(layer: nn.Module, fam: Family, new: dict[str, nn.Module], groups: tuple[int, int] | None = None) -> Iterator[None]:
+    """Put ``new`` projections (and sliced q/k norms) by role into ``layer``; the originals are back on exit.
+    ``groups``: the layer's (query heads, KV heads) while swapped, when a cut changes their ratio."""
     old = {role: fam.module(layer, role) for role in new}
+    attn = fam.attention(layer)
+    old_groups = getattr(attn, "num_key_value_groups", None)
     try:
         for role, mod in new.items():
             fam.set_module(layer, role, mod)
+        if groups is not None:
+            set_query_groups(layer, fam, *groups)
         yield
     finally:
         for role in new:
             fam.set_module(layer, role, old[role])
+        if old_groups is not None:
+            attn.num_key_value_groups = old_groups
 
 
 def _skip(orig_forward):
@@ -92,7 +101,8 @@ def plan_swapped(model: nn.Module, plan: Plan, first: int = 0, weights: dict[tup
                 stack.enter_context(skipped(layer))
             elif i >= first:
                 mine = {role: w for (j, role), w in weights.items() if j == i}
-                stack.enter_context(swapped(layer, fam, sliced_projections(layer, fam, lp, dims, mine)))
+                stack.enter_context(swapped(layer, fam, sliced_projections(layer, fam, lp, dims, mine),
+                                            (len(query_heads(lp, dims)), len(lp.kv_groups))))
         yield model
 
 

@@ -43,6 +43,7 @@ class RunData:
             self.knee_id = None
         self.x, self.y = self._axes()
         self.max_kv, self.max_neurons = self._widths()
+        self.q_per_group = self._q_per_group()
 
     def _axes(self) -> tuple[str, str]:
         """x = the first latency objective (or the 2nd objective), y = the first quality objective (or the 1st)."""
@@ -61,6 +62,17 @@ class RunData:
             L = subs[0].num_layers
             return ([max(s.layers[i].kv_groups for s in subs) for i in range(L)],
                     [max(s.layers[i].neurons for s in subs) for i in range(L)])
+
+    def _q_per_group(self) -> int | None:
+        """Query heads per KV group of the dense model (run.json's space, else the ranking); None if unknown."""
+        hpg = (self.settings.get("space") or {}).get("heads_per_group")
+        if hpg:
+            return int(hpg[-1])
+        try:
+            q = self.run.ranking().q_order
+            return None if q is None else int(q[0].shape[1])
+        except (FileNotFoundError, KeyError, ValueError):
+            return None
 
     def label(self, col: str) -> str:
         """``col`` as an axis or table reads it: unit, and measured or predicted for a latency."""
@@ -115,7 +127,7 @@ def is_baseline(source: Any) -> bool:
 
 def layers_text(subnet_json: str) -> str:
     s = Subnet.from_json(subnet_json)
-    cells = [f"{c.kv_groups}/{c.neurons}" if c.keep else "x" for c in s.layers]
+    cells = [c.label() for c in s.layers]
     return "<br>".join(" ".join(cells[i:i + 10]) for i in range(0, len(cells), 10))
 
 
@@ -227,9 +239,20 @@ class LayerBars:
 def layer_bars(d: RunData, rid: int) -> LayerBars:
     s = Subnet.from_json(d.row(rid)["subnet"])
     g = d.granularity
-    kv = [c.kv_groups / max(d.max_kv[i], 1) if c.keep else 0.0 for i, c in enumerate(s.layers)]
+    qpg = d.q_per_group
+
+    def attn(i: int, c) -> float:  # kept share of the query heads (of the KV groups without a query-head cut)
+        if c.heads_per_group is None or not qpg:
+            return c.kv_groups / max(d.max_kv[i], 1)
+        return c.kv_groups * c.heads_per_group / max(d.max_kv[i] * qpg, 1)
+
+    def attn_text(i: int, c) -> str:
+        q = "" if c.heads_per_group is None or not qpg else f" x {c.heads_per_group}/{qpg} query heads"
+        return f"layer {i}: {c.kv_groups}/{d.max_kv[i]} KV groups{q}"
+
+    kv = [attn(i, c) if c.keep else 0.0 for i, c in enumerate(s.layers)]
     nb = [c.neurons / max(d.max_neurons[i], 1) if c.keep else 0.0 for i, c in enumerate(s.layers)]
-    kv_t = [f"layer {i}: {c.kv_groups}/{d.max_kv[i]} KV groups" if c.keep else f"layer {i}: dropped" for i, c in enumerate(s.layers)]
+    kv_t = [attn_text(i, c) if c.keep else f"layer {i}: dropped" for i, c in enumerate(s.layers)]
     nb_t = [f"layer {i}: {c.neurons // g}/{d.max_neurons[i] // g} neuron blocks ({c.neurons}/{d.max_neurons[i]} neurons)"
             if c.keep else f"layer {i}: dropped" for i, c in enumerate(s.layers)]
     return LayerBars(kv, nb, kv_t, nb_t, [i for i, c in enumerate(s.layers) if not c.keep])

@@ -71,6 +71,8 @@ class SearchConfig:
     worker_id: str = _opt("0", argparse.SUPPRESS, invocation=True)
     granularity: int = _opt(64, "MLP neurons in multiples of this", lo=1)
     allow_layer_drop: bool = _opt(True, "never drop whole layers", flag="--no-layer-drop")
+    query_heads: bool = _opt(True, "cut attention in whole KV groups only, never query heads inside a group",
+                             flag="--no-query-heads")
     calibration: str = _opt("wikitext2-valid", "calibration text (never a test split)")
     calib_samples: int = _opt(32, "calibration windows (importance ranking)", lo=1)
     calib_seq_len: int = _opt(256, "tokens per calibration window", lo=2)
@@ -170,6 +172,8 @@ class SearchConfig:
     def from_json(cls, settings: dict[str, Any], out: str | Path) -> "SearchConfig":
         """The config a run folder was searched with (``out``: where that folder is now)."""
         s = settings["search"] if "search" in settings else _legacy(settings)
+        if "query_heads" not in s:  # searched before query heads inside KV groups were a dimension
+            s = {**s, "query_heads": False}
         known = {f.name for f in fields(cls)} - {"out"}
         return cls(out=str(out), **{**_BEFORE, **{k: v for k, v in s.items() if k in known}})
 

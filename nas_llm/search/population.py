@@ -7,12 +7,13 @@ carries a ``source`` tag that ends up in the run table, so baselines can be foun
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
 from nas_llm.errors import ConfigError
-from search_spaces import LayerChoice, Ranking, Subnet, SubnetSpace
+from search_spaces import Ranking, Subnet, SubnetSpace
 
 from ..baselines import uniform_subnet
 
@@ -32,24 +33,28 @@ def drop_least_influential(subnet: Subnet, ranking: Ranking, n_drop: int) -> Sub
     else:
         order = sorted(kept, reverse=True)
     drop = set(order[:n_drop])
-    return Subnet(tuple(LayerChoice(c.kv_groups, c.neurons, c.keep and i not in drop) for i, c in enumerate(subnet.layers)))
+    return Subnet(tuple(replace(c, keep=c.keep and i not in drop) for i, c in enumerate(subnet.layers)))
 
 
 def mutate(space: SubnetSpace, subnet: Subnet, rng: np.random.Generator, p: float = 0.2, p_flip: float = 0.03) -> Subnet:
-    """Each layer with probability ``p``: +-1 KV group and/or +-1 neuron block; keep flips with ``p_flip``."""
+    """Each layer with probability ``p``: +-1 KV group, +-1 query head per group (when the space has them)
+    and/or +-1..2 neuron blocks; keep flips with ``p_flip``."""
     d, choices = space.dims, space.neuron_choices
     layers = []
     for c in subnet.layers:
         kv, nb, keep = c.kv_groups, choices.index(c.neurons), c.keep
+        q = c.heads_per_group or d.q_per_group
         if rng.random() < p:
             kv = int(np.clip(kv + rng.choice([-1, 1]), 1, d.num_kv_heads))
+        if space.searches_heads and rng.random() < p:
+            q = int(np.clip(q + rng.choice([-1, 1]), 1, d.q_per_group))
         if rng.random() < p:
             nb = int(np.clip(nb + rng.choice([-2, -1, 1, 2]), 0, len(choices) - 1))
         if space.allow_layer_drop and rng.random() < p_flip:
             keep = not keep
-        layers.append(LayerChoice(kv, choices[nb], keep))
+        layers.append(space.choice(kv, choices[nb], keep, q))
     if not any(c.keep for c in layers):
-        layers[0] = LayerChoice(layers[0].kv_groups, layers[0].neurons, True)
+        layers[0] = replace(layers[0], keep=True)
     return Subnet(tuple(layers))
 
 

@@ -108,9 +108,13 @@ def build_problem(config: SearchConfig, run: Run, model: Any = None, tokenizer: 
     torch.manual_seed(config.seed)
     if model is None:
         model, tokenizer = load_model(config.model)
+    from nas_llm.model.family_check import check_family
+
+    check_family(model)  # a family inferred from the modules: masked == sliced before anything is searched
     run.check_model(model)  # resume/join: the weights must be the ones searched, before anything is written
     calib = calibration_batch(tokenizer, config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed)
-    space = SubnetSpace.from_model(model, granularity=config.granularity, allow_layer_drop=config.allow_layer_drop)
+    space = SubnetSpace.from_model(model, granularity=config.granularity, allow_layer_drop=config.allow_layer_drop,
+                                   query_heads=config.query_heads)
     run.path.mkdir(parents=True, exist_ok=True)
     grams: dict = {}
     ranking = importance_ranking(model, calib, method=config.importance, cache_dir=run.path / "cache", progress=config.progress,
@@ -196,7 +200,8 @@ def _settings(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[str, An
 
     old = run.settings() if run.exists() else {}
     settings = {**old, **config.to_json(), **sp.describe(), "model_fingerprint": model_fingerprint(sp.ctx.model),
-                "created": old.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "created": old.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "space": sp.space.size()}
     ratios = seed_ratios(sp.constraints)
     if ratios is not None:
         settings["seed_ratios"] = [round(r, 4) for r in ratios]

@@ -1,0 +1,73 @@
+"""Families recognised from the modules: three transformers decoders nas-llm does not declare pass the
+same masked == sliced == reloaded test as the declared ones; a fused qkv projection is refused naming the
+missing roles; a wrong inference is caught by the on-the-spot check."""
+from __future__ import annotations
+
+import pytest
+import torch
+from test_slicing import check_subnets
+from tiny import AUTO_FAMILIES, tiny_model
+
+from nas_llm.errors import UnsupportedModelError
+from search_spaces import FAMILIES, get_family
+from search_spaces.infer import infer_family
+
+
+@pytest.mark.parametrize("fam", AUTO_FAMILIES)
+def test_inferred_family_masked_equals_sliced_equals_reloaded(fam, tmp_path, capsys):
+    m = tiny_model(fam)
+    f = get_family(m)
+    assert f.inferred and f.name == f"auto-{m.config.model_type}"
+    expect = {"gemma2": (4, (), "shared"), "olmo2": (2, ("q_norm", "k_norm"), "width"),
+              "gemma3": (4, ("q_norm", "k_norm"), "shared")}[fam]
+    assert (len(f.layer_norms), f.head_norms, f.head_norm_layout) == expect
+    from nas_llm.model.family_check import check_family
+
+    assert check_family(m) <= 1e-4
+    check_subnets(m, tmp_path, seed=sum(map(ord, fam)), n=20)
+
+
+def test_inferred_family_counts_parameters_exactly():
+    from search_spaces import SubnetSpace
+
+    for fam in AUTO_FAMILIES:
+        m = tiny_model(fam)
+        sp = SubnetSpace.from_model(m, granularity=16)
+        assert sp.params(sp.dense(), decoder_only=False) == sum(p.numel() for p in m.parameters()), fam
+
+
+def test_fused_qkv_is_refused_naming_the_missing_roles():
+    from transformers import AutoModelForCausalLM, Phi3Config
+
+    cfg = Phi3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, vocab_size=64, pad_token_id=0)
+    m = AutoModelForCausalLM.from_config(cfg)
+    with pytest.raises(UnsupportedModelError, match=r"role\(s\) q, k, v under model\.layers\[0\]\.self_attn \(qkv_proj is fused"):
+        infer_family(m)
+    with pytest.raises(UnsupportedModelError, match=r"saw qkv_proj, o_proj"):
+        get_family(m)
+
+
+def test_a_wrong_inference_is_caught_by_the_check():
+    """OLMo2's q/k norms run over the whole projection width: a family that ignores them is not separable."""
+    from dataclasses import replace
+
+    from nas_llm.model import family_check
+    from search_spaces.family import register_family
+
+    m = tiny_model("olmo2", seed=1)
+    right = get_family(m)
+    wrong = replace(right, name="auto-olmo2-wrong", head_norms=(), head_norm_layout="shared")
+    FAMILIES.remove(right.name)
+    register_family(wrong)
+    try:
+        with pytest.raises(UnsupportedModelError, match=r"fails its check: .*masked vs sliced"):
+            family_check.check_family(m)
+    finally:
+        FAMILIES.remove(wrong.name)
+        register_family(right)
+
+
+def test_declared_families_keep_priority():
+    m = tiny_model("qwen3")
+    assert get_family(m).name == "qwen3" and not get_family(m).inferred
