@@ -29,7 +29,7 @@ REFORM_METHODS = ("admm", "exact", "bias")
 SCREEN_DTYPES = ("float32", "bfloat16")  # == objectives.perplexity.SCREEN_DTYPES (tested)
 TEST_SPLITS = ("wikitext2-test", "ptb-test")  # bundled evaluation splits: never calibrate (or search) on them
 # what a run.json written before a setting existed was searched with (not today's default)
-_BEFORE = {"halving": 0, "screen_dtype": "float32", "head_chunk": 0, "alloc": False}
+_BEFORE = {"halving": 0, "screen_dtype": "float32", "head_chunk": 0, "alloc": False, "query_heads": False}
 # settings that matter for one driver only (a resume with another --sampler under pymoo changes nothing)
 _ONLY_FOR = {"algorithm": "pymoo", "sampler": "optuna", "storage": "optuna", "study_name": "optuna"}
 
@@ -172,8 +172,6 @@ class SearchConfig:
     def from_json(cls, settings: dict[str, Any], out: str | Path) -> "SearchConfig":
         """The config a run folder was searched with (``out``: where that folder is now)."""
         s = settings["search"] if "search" in settings else _legacy(settings)
-        if "query_heads" not in s:  # searched before query heads inside KV groups were a dimension
-            s = {**s, "query_heads": False}
         known = {f.name for f in fields(cls)} - {"out"}
         return cls(out=str(out), **{**_BEFORE, **{k: v for k, v in s.items() if k in known}})
 
