@@ -68,7 +68,7 @@ def eval_flops(space, subnet, n: int, L: int, start: int = 0) -> float:
     for c in subnet.layers[start:]:
         if not c.keep:
             continue
-        q_out, kv_out = c.kv_groups * d.q_per_group * d.head_dim, c.kv_groups * d.head_dim
+        q_out, kv_out = c.kv_groups * (c.heads_per_group or d.q_per_group) * d.head_dim, c.kv_groups * d.head_dim
         total += 2.0 * T * d.hidden * (2 * q_out + 2 * kv_out)  # q, k, v, o
         total += 2 * 2.0 * pairs * q_out  # QK^T and AV, per head head_dim each
         total += 2.0 * T * 3 * d.hidden * c.neurons  # gate, up, down

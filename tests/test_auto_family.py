@@ -4,7 +4,6 @@ missing roles; a wrong inference is caught by the on-the-spot check."""
 from __future__ import annotations
 
 import pytest
-import torch
 from test_slicing import check_subnets
 from tiny import AUTO_FAMILIES, tiny_model
 
