@@ -27,7 +27,7 @@ from search_spaces import Ranking, Subnet, SubnetSpace, get_family
 
 from .base import OBJECTIVES, Context
 from .llamacpp import LatencyLlamaCpp, check_settings, measure_ggufs, runtime_settings
-from .lut import LookupTablePredictor, attn_shapes
+from .lut import LookupTablePredictor, attn_shapes, check_times
 from .predictors import PREDICTORS, PredictedLatency
 
 
@@ -122,6 +122,7 @@ class LlamaCppLUT(LookupTablePredictor):
     def _table(t: dict[str, float], k: int, L: int, G: int, I: int, points: list[int], odd: list[int],
                attn_keys: list[str] | None = None) -> dict:
         """Per-layer deltas from the probe times, scaled so the probe's layer time matches the real model's."""
+        check_times(t, "llama.cpp lookup table")
         d_probe = (t["dense"] - t["one"]) / (k - 1)
         d = (t["full"] - t["full_half"]) / len(odd) if odd else d_probe
         scale = d / d_probe if d_probe > 0 and d > 0 else 1.0

@@ -45,6 +45,30 @@ def _probe_model(model: nn.Module, n_layers: int, dev: torch.device, dt: torch.d
     return probe.eval()
 
 
+NOISE_LIMIT = 1.5  # a cut probe slower than this times the dense probe is noise, not a shape effect
+
+
+def check_times(t: dict[str, float], what: str) -> None:
+    """Refuse a table whose probe timings contradict each other (a busy machine while it was measured):
+    the dense probe must be slower than the one-layer probe, the real model slower than its half, and no cut
+    probe may take ``NOISE_LIMIT`` times the dense one. A silently wrong table would steer a whole search."""
+    bad = []
+    if not t["dense"] > t["one"]:
+        bad.append(f"the dense probe ({t['dense'] * 1e3:.3g} ms) is not slower than the one-layer probe ({t['one'] * 1e3:.3g} ms)")
+    if "full_half" in t and not t["full"] > t["full_half"]:
+        bad.append(f"the model ({t['full'] * 1e3:.3g} ms) is not slower than its half ({t['full_half'] * 1e3:.3g} ms)")
+    slow = {n: v / t["dense"] for n, v in t.items() if n[:1] in "am" and n[1:2].isdigit() and v > NOISE_LIMIT * t["dense"]}
+    if slow:  # noisy, but the table may still rank: say so
+        worst = max(slow, key=slow.get)
+        warnings.warn(f"{what}: {len(slow)} cut probes took more than {NOISE_LIMIT}x the dense probe (worst: {worst}, "
+                      f"{slow[worst]:.1f}x); the machine was probably busy, check the table with `nas-llm latency validate`",
+                      RuntimeWarning)
+    if bad:
+        raise RuntimeError(f"{what}: the timings contradict each other ({'; '.join(bad)}); the machine was probably busy "
+                           "while they were measured. Build the table again on a quiet machine (refresh=True), with "
+                           "more rounds if it persists; nothing was cached.")
+
+
 def attn_shapes(space: SubnetSpace) -> dict[str, tuple[int, int | None]]:
     """The attention shapes a table measures, by key: ``"g"`` for ``g`` whole KV groups, ``"gxq"`` for ``g``
     groups keeping ``q`` query heads each (GQA/MQA spaces that search query heads). The dense shape is left out."""
@@ -158,6 +182,7 @@ class LookupTablePredictor(LatencyPredictor):
             body["full_half"] = False
         res = measure_interleaved(builders, body_only=body, **kw)
         t = {name: r.median_s for name, r in res.items()}
+        check_times(t, "lookup table")
         d_probe = (t["dense"] - t["one"]) / (k - 1)
         d = (t["full"] - t["full_half"]) / len(odd) if odd else d_probe
         scale = d / d_probe if d_probe > 0 and d > 0 else 1.0
