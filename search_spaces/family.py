@@ -229,13 +229,17 @@ def get_family(model_or_config: Any) -> Family:
     for _, fam in FAMILIES.items():
         if model_type in fam.model_types or any(a in fam.architectures for a in archs):
             return fam
-    inferred = _infer(model_or_config, config)
+    why = ""
+    try:
+        inferred = _infer(model_or_config, config)
+    except UnsupportedModelError as e:
+        inferred, why = None, f" It cannot be inferred from its modules either: {e}."
     if inferred is not None:
         return inferred
-    supported = sorted(a for _, f in FAMILIES.items() for a in f.architectures)
+    supported = sorted(a for _, f in FAMILIES.items() for a in f.architectures if not f.inferred)
     raise UnsupportedModelError(
         f"unsupported architecture {archs[0] if archs else type(config).__name__!r} "
-        f"(model_type={model_type!r}); supported: {', '.join(supported)}. "
+        f"(model_type={model_type!r}); declared: {', '.join(supported)}.{why} "
         "Add a family with search_spaces.register_family(Family(...))."
     )
 

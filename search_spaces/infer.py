@@ -95,9 +95,8 @@ def infer_family(model: nn.Module) -> Family:
     """A :class:`Family` read from ``model``'s modules (see the module docstring); raises
     :class:`UnsupportedModelError` naming what was not found."""
     cfg = model.config
-    for field in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"):
-        if getattr(cfg, field, None) is None:
-            raise UnsupportedModelError(f"config.{field} is missing; a decoder family cannot be inferred without it")
+    if getattr(cfg, "num_hidden_layers", None) is None:
+        raise UnsupportedModelError("config.num_hidden_layers is missing; a decoder family cannot be inferred without it")
     layers = _layer_list(model, cfg.num_hidden_layers)
     layer = _get(model, layers)[0]
     where = f"{layers}[0]"
@@ -105,6 +104,9 @@ def infer_family(model: nn.Module) -> Family:
     mlp = _child(layer, MLP, "MLP", where)
     a = _roles(_get(layer, attn), ("q", "k", "v", "o"), f"{where}.{attn}")
     m = _roles(_get(layer, mlp), ("gate", "up", "down"), f"{where}.{mlp}")
+    for field in ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"):
+        if getattr(cfg, field, None) is None:
+            raise UnsupportedModelError(f"config.{field} is missing; a decoder family cannot be inferred without it")
     norms = tuple(n for n, mod in _children(layer).items() if "norm" in type(mod).__name__.lower() or "norm" in n.lower())
     if not norms:
         raise UnsupportedModelError(f"no norm directly under {where} (saw {', '.join(_children(layer))})")

@@ -29,7 +29,7 @@ def _auto_configs() -> dict:
         "gemma2": lambda: Gemma2Config(**c, num_attention_heads=4, num_key_value_heads=2, head_dim=12, sliding_window=64,
                                        query_pre_attn_scalar=12, tie_word_embeddings=True),
         "olmo2": lambda: Olmo2Config(**c, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False),
-        "gemma3": lambda: Gemma3TextConfig(**c, num_attention_heads=6, num_key_value_heads=2, head_dim=8, sliding_window=64,
+        "gemma3": lambda: Gemma3TextConfig(**{**c, "hidden_size": 48}, num_attention_heads=6, num_key_value_heads=2, head_dim=8, sliding_window=64,
                                            query_pre_attn_scalar=8, tie_word_embeddings=True),
     }
 
