@@ -72,12 +72,15 @@ def test_contradictory_timings_are_refused():
     time) and cut probes 4x slower than dense. It steered a search before this check; now it is refused."""
     t = {"full": 0.0531, "full_half": 0.1916, "dense": 0.0366, "one": 0.0164, "a1": 0.0207, "a2": 0.0291,
          "m64": 0.1628, "m128": 0.0166}
-    with pytest.warns(RuntimeWarning, match="2 cut probes took more than 1.5x"):
+    with pytest.warns(RuntimeWarning, match="1 cut probes took more than 1.5x the dense probe \(worst: m64, 4.4x\)"):
         with pytest.raises(RuntimeError, match=r"the model \(53.1 ms\) is not slower than its half \(192 ms\).*nothing was cached"):
             LlamaCppLUT._table(t, 8, 30, 3, 1536, [64, 128], list(range(1, 30, 2)))
 
 
-def test_lookup_table_builds_caches_and_predicts(tmp_path):
+def test_lookup_table_builds_caches_and_predicts(tmp_path, monkeypatch):
+    # plumbing, not timing: tiny probes under a loaded CI machine can contradict each other, which
+    # test_contradictory_timings_are_refused covers
+    monkeypatch.setattr("objectives.llamacpp_lut.check_times", lambda t, what: None)
     model = tiny_model("llama-gqa")
     kw = dict(type="f16", mode="prefill", granularity=16, probe_layers=2, tokenizer=bpe_tokenizer(), cache_dir=tmp_path,
               progress=False, **FAST)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from search_spaces.plan import head_channels
+from search_spaces.plan import query_channels
 from nas_llm.model.solvers import closed_form
 from objectives import Perplexity, ReformedPerplexity, get_objective
 from objectives.testing import ObjectiveTestSuite
@@ -39,7 +39,7 @@ def reference_ppl(ctx, obj: ReformedPerplexity, subnet) -> float:
     kept_layers = [i for i, lp in enumerate(plan.layers) if lp.keep]
     for j, i in enumerate(kept_layers):
         lp = plan.layers[i]
-        for role, kept, full in (("o", head_channels(lp.kv_groups, fam_dims), fam_dims.num_heads * fam_dims.head_dim),
+        for role, kept, full in (("o", query_channels(lp, fam_dims), fam_dims.num_heads * fam_dims.head_dim),
                                  ("down", list(lp.neurons), fam_dims.intermediate)):
             if len(kept) == full:
                 continue
@@ -61,7 +61,8 @@ def subnets(sp):
     late = list(sp.dense().layers)
     late[2] = sp.uniform(kv_groups=1, neurons=sp.neuron_choices[0]).layers[2]
     return [sp.uniform(kv_groups=1), sp.uniform(neurons=sp.neuron_choices[0]), sp.uniform(drop=[L - 1]),
-            sp.sample(rng, 0.3), type(sp.dense())(tuple(late))]
+            sp.sample(rng, 0.3), type(sp.dense())(tuple(late)),
+            sp.uniform(kv_groups=2, heads_per_group=1)]  # one query head per group (GQA): o columns not a ranking prefix
 
 
 @pytest.mark.parametrize("family", ["llama-gqa", "llama-mha"])

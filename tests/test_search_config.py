@@ -17,7 +17,7 @@ ARGV = ["--out", "runs/x", "--model", "some-hub/model", "--driver", "optuna", "-
         "--objectives", "perplexity,params_ratio,my_pkg.metrics:KVHeads", "--constraint", "params_ratio in [0.5, 0.9]",
         "--constraint", "latency_lut<=20", "--evaluations", "77", "--pop-size", "6", "--seed", "3",
         "--storage", "journal:runs/x/study.log", "--study-name", "s1", "--workers", "3", "--join-timeout", "12.5",
-        "--granularity", "32", "--no-layer-drop", "--calibration", "ptb-valid", "--calib-samples", "4",
+        "--granularity", "32", "--no-layer-drop", "--no-query-heads", "--calibration", "ptb-valid", "--calib-samples", "4",
         "--calib-seq-len", "64", "--calib-seed", "2", "--allow-test-calibration", "--ppl-samples", "5",
         "--ppl-seq-len", "48", "--importance", "wanda", "--screen", "0.5", "--rescore-fronts", "2",
         "--no-rescore-baselines", "--init", "random", "--ref-point=-1.5,0.25,7", "--reform", "exact", "--no-progress",
@@ -118,7 +118,7 @@ def test_legacy_run_json_is_read():
 
 
 # what a search did before issue 18's settings existed: no halving, float32 screening, the full LM head, no alloc seeds
-BEFORE = dict(halving=0, screen_dtype="float32", head_chunk=0, alloc=False)
+BEFORE = dict(halving=0, screen_dtype="float32", head_chunk=0, alloc=False, query_heads=False)
 
 
 def test_runs_from_before_the_speed_settings_resume_only_with_their_behaviour():
@@ -129,7 +129,7 @@ def test_runs_from_before_the_speed_settings_resume_only_with_their_behaviour():
         del stored["search"][k]
     c = SearchConfig.from_json(stored, out="r")
     assert {k: getattr(c, k) for k in BEFORE} == BEFORE
-    assert [d.split()[0] for d in c.diff(SearchConfig(out="r"))] == ["--halving", "--screen-dtype", "--head-chunk", "--no-alloc"]
+    assert [d.split()[0] for d in c.diff(SearchConfig(out="r"))] == ["--no-query-heads", "--halving", "--screen-dtype", "--head-chunk", "--no-alloc"]
     assert c.diff(SearchConfig(out="r", **BEFORE)) == []
 
 
