@@ -7,7 +7,6 @@ is "the knee") and ``export --pick knee``, so the three commands always agree.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +120,7 @@ class Selection:
                  f"  why: {self.reason}"]
         for n in self.objectives.names:
             lines.append(f"  {n}: {_fmt(r[n])}")
-        if "params_ratio" in r:
+        if "params_ratio" in r and "params_ratio" not in self.objectives.names:
             lines.append(f"  params_ratio: {_fmt(r['params_ratio'])}")
         if "subnet" in r and isinstance(r["subnet"], str):
             from search_spaces import Subnet

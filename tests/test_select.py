@@ -214,3 +214,14 @@ def test_screened_only_rows_are_not_candidates(tmp_path):
 
     names = {t.name.split(" (")[0]: sorted(int(i) for i in t.customdata) for t in figures(run)["front"].data if t.meta == "subnets"}
     assert names["screened only"] == [2] and 2 not in names["Pareto front"]
+
+
+
+def test_describe_names_each_value_once(run):
+    """params_ratio is printed once: as an objective when it is one (it was printed twice), else on its own line."""
+    from dataclasses import replace
+
+    choice = select(run, "budget", max_latency_ms=45.0)
+    assert choice.describe(run).count("params_ratio:") == 1 and "per layer (kv groups/neurons" in choice.describe(run)
+    as_objective = replace(choice, objectives=Objectives(["perplexity", "params_ratio"], ["minimize", "minimize"]))
+    assert as_objective.describe(run).count("params_ratio:") == 1
