@@ -11,7 +11,8 @@
 (c) ``--part c``: the llama.cpp lookup table (``latency_llamacpp_lut``) vs measurement on 20 random subnets:
     Spearman and MAPE, prefill and decode.
 (d) ``--part d``: a search of ``--evaluations`` (>= 200) on perplexity_reformed vs latency_llamacpp_lut, its
-    front ADMM-reformed (``nas-llm reform``) and scored on WikiText-2 test; the baselines of the quality table
+    front members in the baselines' size range ADMM-reformed on the quality table's calibration (as the table's
+    ``+admm`` rows) and scored on WikiText-2 test; the baselines of the quality table
     (Wanda-sp+ADMM, FLAP, ShortGPT at 90-50 %) placed at their *measured* llama.cpp latency, as are the front
     members: how many baseline points the front dominates, and the latency cut at equal test ppl.
 
@@ -211,7 +212,7 @@ def part_d(args, model, tok, calib) -> dict:
     from nas_llm.cli import main as cli
     from nas_llm.model.data import eval_windows
     from nas_llm.model.metrics import perplexity
-    from nas_llm.reform import reform_for_run
+    from benchmarks.quality import reform_model
     from nas_llm.run import Run
     from objectives.llamacpp import measure_ggufs
     from search_spaces import Subnet
@@ -222,20 +223,23 @@ def part_d(args, model, tok, calib) -> dict:
                 "--evaluations", str(args.evaluations), "--importance", "wanda", "--no-progress", *args.search_args]
         assert cli(argv) == 0, "search failed"
     df = run.table()
-    if "reformed" not in df or not df["reformed"].fillna(False).astype(bool).any():
-        assert cli(["reform", str(run.path), "--method", "admm"]) == 0, "reform failed"
-        df = run.table()
     front = df[df["pareto"].astype(bool)]
     windows = eval_windows(tok, "wikitext2-test", seq_len=args.seq_len, max_windows=args.windows)
     quality = quality_rows(args.quality)["rows"]
     base = {k: v for k, v in quality.items() if k.partition("@")[0] in BASELINES and "plan" in v}
     if args.subnets:
         base = dict(list(base.items())[: args.subnets])
+    # front members in the baselines' size range (down to 5 points below the smallest): the others cannot
+    # dominate a baseline nor give a latency cut at its perplexity, and each costs an ADMM reformation
+    lo = min(float(v["params_ratio"]) for v in base.values()) - 0.05 if base else 0.0
+    front = front[front["params_ratio"] >= lo]
     points: dict = {}
     with tempfile.TemporaryDirectory(prefix="gguf-d-") as tmp:
         paths = {"dense": gguf(model, Path(tmp) / "dense.gguf", tok, args.lut_type)}
-        for _, r in front.iterrows():
-            m = reform_for_run(run.path, Subnet.from_json(r["subnet"]), model, tok)
+        ranking = run.ranking()
+        for _, r in front.iterrows():  # ADMM on the quality table's calibration, as its "+admm" baseline rows
+            sub = Subnet.from_json(r["subnet"])
+            m = reform_model(model, ranking.resolve(sub), calib, "admm", sub)
             name = f"front:{int(r['id'])}"
             points[name] = {"params_ratio": float(r["params_ratio"]), "test_ppl": perplexity(m, windows, batch_size=1),
                             "lut_ms": float(r["latency_llamacpp_lut"])}
@@ -256,7 +260,8 @@ def part_d(args, model, tok, calib) -> dict:
     out_raw(args, "gguf-search", data)
     a = data["analysis"]
     md = [header("Search against llama.cpp latency vs baselines (issue 16 d)", data["machine"], data["command"]),
-          f"Run `{run.path}` ({len(df)} evaluations, perplexity_reformed vs latency_llamacpp_lut), front ADMM-reformed; "
+          f"Run `{run.path}` ({len(df)} evaluations, perplexity_reformed vs latency_llamacpp_lut), its front members from "
+          f"{100 * lo:.0f} % params up ADMM-reformed on the quality table's calibration (as its +admm rows); "
           f"WikiText-2 test {args.windows} x {args.seq_len}; every point's {mode} latency measured in llama.cpp "
           f"({args.lut_type}, {args.threads} threads, interleaved). Dense {data['dense_ms']:.2f} ms.\n",
           f"Front dominates {a['dominated']} of {a['baselines']} baseline points (goal: all). Latency cut at equal test ppl "
