@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from nas_llm.errors import UnsupportedModelError
 
-from .family import Family
+from .family import Family, _get
 
 LAYER_LISTS = ("model.layers", "model.decoder.layers", "transformer.h", "transformer.layers", "gpt_neox.layers",
                "model.transformer.layers", "layers")
@@ -27,12 +27,6 @@ ROLES = {"q": ("q_proj", "query", "wq", "q"), "k": ("k_proj", "key", "wk", "k"),
          "up": ("up_proj", "w3", "up"), "down": ("down_proj", "w2", "down")}
 FUSED = ("qkv_proj", "query_key_value", "c_attn", "Wqkv", "wqkv", "gate_up_proj", "c_fc")
 HEAD_NORMS = (("q_norm", "k_norm"), ("q_layernorm", "k_layernorm"))
-
-
-def _get(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _children(module: nn.Module) -> dict[str, nn.Module]:
