@@ -187,7 +187,8 @@ def part_c(args, model, tok) -> dict:
     modes = {}
     for mode in ("prefill", "decode"):
         lut = LlamaCppLUT(type=args.lut_type, threads=args.threads, mode=mode, n_tokens=args.prefill, n_context=args.context,
-                          n_decode=args.n_decode, rounds=args.rounds, reps=args.reps, tokenizer=tok)
+                          n_decode=args.n_decode, rounds=args.rounds, reps=args.reps, tokenizer=tok,
+                          **({"probe_layers": args.probe_layers} if args.probe_layers else {}))
         t0 = time.perf_counter()
         lut.setup(model)
         build_s = time.perf_counter() - t0
@@ -196,14 +197,20 @@ def part_c(args, model, tok) -> dict:
         print(f"[gguf c] {mode}: Spearman {r['spearman']:.3f}, MAPE {r['mape']:.1f} %", flush=True)
     data = {"machine": machine(), "command": command_line(), "settings": _settings(args, "c"),
             "ratios": [space.ratio(s) for s in subs], "modes": modes}
-    out_raw(args, "gguf-lut", data)
-    md = [header("llama.cpp lookup table vs measured (issue 16 c)", data["machine"], data["command"]),
-          f"{args.n} random subnets (sizes spread over the space), {args.lut_type}, {args.threads} threads; goal Spearman >= 0.95, MAPE <= 5 %.\n",
-          "| mode | Spearman | MAPE | measured range (ms) | table built (s) |", "|---|---|---|---|---|"]
+    name = f"gguf-lut-probe{args.probe_layers}" if args.probe_layers else "gguf-lut"
+    out_raw(args, name, data)
+    probe = f"probe GGUFs of the first {args.probe_layers} layers" if args.probe_layers else "the table's default probe (8 layers)"
+    md = [header(f"llama.cpp lookup table vs measured (issue 16 c){', ' + str(args.probe_layers) + '-layer probes' if args.probe_layers else ''}",
+                 data["machine"], data["command"]),
+          f"{args.n} random subnets (sizes spread over the space), {args.lut_type}, {args.threads} threads, {probe}; "
+          "goal Spearman >= 0.95, MAPE <= 5 %.\n",
+          "| mode | Spearman | MAPE | mean signed error | machine vs table build | MAPE anchored at dense | measured range (ms) | table built (s) |",
+          "|---|---|---|---|---|---|---|---|"]
     for mode, r in modes.items():
-        md.append(f"| {mode} | {r['spearman']:.3f} | {r['mape']:.1f} % | {1e3 * min(r['measured_s']):.2f}-{1e3 * max(r['measured_s']):.2f} | "
-                  f"{r['table_s'] if r['table_measured'] else 'cached'} |")
-    publish(args, "gguf-lut", md)
+        bias = 100 * float(np.mean([p / m - 1 for p, m in zip(r["pred_s"], r["measured_s"])]))
+        md.append(f"| {mode} | {r['spearman']:.3f} | {r['mape']:.1f} % | {bias:+.1f} % | {100 * (r['drift'] - 1):+.1f} % | {r['mape_anchored']:.1f} % | "
+                  f"{1e3 * min(r['measured_s']):.2f}-{1e3 * max(r['measured_s']):.2f} | {r['table_s'] if r['table_measured'] else 'cached'} |")
+    publish(args, name, md)
     return data
 
 
@@ -215,7 +222,7 @@ def part_d(args, model, tok, calib) -> dict:
     from benchmarks.quality import reform_model
     from nas_llm.run import Run
     from objectives.llamacpp import measure_ggufs
-    from search_spaces import Subnet
+    from search_spaces import Subnet, SubnetSpace
 
     run = Run(args.run_dir)
     if not run.exists():
@@ -223,6 +230,7 @@ def part_d(args, model, tok, calib) -> dict:
                 "--evaluations", str(args.evaluations), "--importance", "wanda", "--no-progress", *args.search_args]
         assert cli(argv) == 0, "search failed"
     df = run.table()
+    n_evals = sum(1 for _ in open(run.path / "evaluations.jsonl")) if (run.path / "evaluations.jsonl").is_file() else len(df)
     front = df[df["pareto"].astype(bool)]
     windows = eval_windows(tok, "wikitext2-test", seq_len=args.seq_len, max_windows=args.windows)
     quality = quality_rows(args.quality)["rows"]
@@ -233,46 +241,86 @@ def part_d(args, model, tok, calib) -> dict:
     # dominate a baseline nor give a latency cut at its perplexity, and each costs an ADMM reformation
     lo = min(float(v["params_ratio"]) for v in base.values()) - 0.05 if base else 0.0
     front = front[front["params_ratio"] >= lo]
+    # every reformed member's GGUF and test ppl are kept under the run (part-d/), so an interrupted part d
+    # resumes where it stopped instead of redoing an hour of reformations
+    work = run.path / "part-d"
+    work.mkdir(exist_ok=True)
+    done_file = work / f"points-{args.lut_type}-{args.windows}x{args.seq_len}.json"
+    done: dict = json.loads(done_file.read_text()) if done_file.is_file() else {}
     points: dict = {}
     with tempfile.TemporaryDirectory(prefix="gguf-d-") as tmp:
         paths = {"dense": gguf(model, Path(tmp) / "dense.gguf", tok, args.lut_type)}
         ranking = run.ranking()
         for _, r in front.iterrows():  # ADMM on the quality table's calibration, as its "+admm" baseline rows
-            sub = Subnet.from_json(r["subnet"])
-            m = reform_model(model, ranking.resolve(sub), calib, "admm", sub)
-            name = f"front:{int(r['id'])}"
-            points[name] = {"params_ratio": float(r["params_ratio"]), "test_ppl": perplexity(m, windows, batch_size=1),
-                            "lut_ms": float(r["latency_llamacpp_lut"])}
-            paths[name] = gguf(m, Path(tmp) / f"f{int(r['id'])}.gguf", tok, args.lut_type)
+            name, path = f"front:{int(r['id'])}", work / f"f{int(r['id'])}-{args.lut_type}.gguf"
+            if name not in done or not path.is_file():
+                sub = Subnet.from_json(r["subnet"])
+                m = reform_model(model, ranking.resolve(sub), calib, "admm", sub)
+                gguf(m, path, tok, args.lut_type)
+                done[name] = {"params_ratio": float(r["params_ratio"]), "test_ppl": perplexity(m, windows, batch_size=1),
+                              "lut_ms": float(r["latency_llamacpp_lut"])}
+                done_file.write_text(json.dumps(done, indent=1))
+                print(f"[gguf] d: {name} reformed, test ppl {done[name]['test_ppl']:.2f} ({len(points) + 1}/{len(front)})", flush=True)
+            points[name], paths[name] = done[name], path
         from benchmarks.latency_cpu_subnets import builder
 
         for k, v in base.items():
             g = {"plan": v["plan"], "subnet": v["subnet"], "bias": v.get("reform") == "bias"}
             points[k] = {"params_ratio": float(v["params_ratio"]), "test_ppl": float(v["ppl"]["wikitext2-test"])}
-            paths[k] = gguf(builder(model, g)(), Path(tmp) / f"b{len(paths)}.gguf", tok, args.lut_type)
+            path = work / f"{k.replace('@', '-')}-{args.lut_type}.gguf"  # weights do not change latency: the plan, sliced
+            paths[k] = path if path.is_file() else gguf(builder(model, g)(), path, tok, args.lut_type)
         mode = run.settings()["objectives"][1].get("settings", {}).get("mode", "decode")
         res = measure_ggufs(paths, mode, threads=args.threads, rounds=args.rounds, reps=args.reps, n_tokens=args.prefill,
                             n_context=args.context, n_decode=args.n_decode, outtype=args.lut_type, progress=True)
     for k, p in points.items():
-        p["ms"] = res[k].median_ms
+        p["ms"], p["spread"], p["rounds_ms"] = res[k].median_ms, res[k].spread, [1e3 * v for v in res[k].round_medians_s]
+        p["fastest_ms"] = 1e3 * res[k].fastest_s  # median over rounds of each round's fastest block: less hit by a busy host
+    # the same subnet twice (a uniform seed on the front is the Wanda-sp baseline's plan): the gap between
+    # their measurements is the noise of this measurement, next to the differences it is asked to resolve
+    keys = {k: Subnet.from_json(r["subnet"]) for k, r in ((f"front:{int(r['id'])}", r) for _, r in front.iterrows())}
+    twins = [(f, b) for b, v in base.items() for f, sub in keys.items() if sub == Subnet.from_dict(v["subnet"])]
+    dense_sub = SubnetSpace.from_model(model).dense()
+    twins += [(f, "dense") for f, sub in keys.items() if sub == dense_sub]
+    points["dense"] = {"params_ratio": 1.0, "test_ppl": None}
+    for k in ("ms", "fastest_ms", "spread", "rounds_ms"):
+        points["dense"][k] = None
+    points["dense"].update(ms=res["dense"].median_ms, fastest_ms=1e3 * res["dense"].fastest_s, spread=res["dense"].spread,
+                           rounds_ms=[1e3 * v for v in res["dense"].round_medians_s])
+    same = [(f, b, 100 * (points[f]["ms"] / points[b]["ms"] - 1), 100 * (points[f]["fastest_ms"] / points[b]["fastest_ms"] - 1))
+            for f, b in twins]
+    dense_pt = points.pop("dense")
     data = {"machine": machine(), "command": command_line(), "settings": _settings(args, "d"), "run": str(run.path),
-            "mode": mode, "dense_ms": res["dense"].median_ms, "points": points, "analysis": analyse(points)}
+            "same_model_gaps_pct": same, "dense": dense_pt,
+            "mode": mode, "dense_ms": res["dense"].median_ms, "points": points, "analysis": analyse(points),
+            "analysis_fastest": analyse({k: {**p, "ms": p["fastest_ms"]} for k, p in points.items()})}
     out_raw(args, "gguf-search", data)
-    a = data["analysis"]
+    a, af = data["analysis"], data["analysis_fastest"]
     md = [header("Search against llama.cpp latency vs baselines (issue 16 d)", data["machine"], data["command"]),
-          f"Run `{run.path}` ({len(df)} evaluations, perplexity_reformed vs latency_llamacpp_lut), its front members from "
+          f"Run `{run.path}` (budget {run.settings().get('evaluations')} evaluations: {n_evals} objective evaluations, screening "
+          f"and rescoring, of {len(df)} distinct subnets; perplexity_reformed vs latency_llamacpp_lut), its front members from "
           f"{100 * lo:.0f} % params up ADMM-reformed on the quality table's calibration (as its +admm rows); "
           f"WikiText-2 test {args.windows} x {args.seq_len}; every point's {mode} latency measured in llama.cpp "
           f"({args.lut_type}, {args.threads} threads, interleaved). Dense {data['dense_ms']:.2f} ms.\n",
           f"Front dominates {a['dominated']} of {a['baselines']} baseline points (goal: all). Latency cut at equal test ppl "
           f"(front interpolated at each baseline's ppl), 70-90 % params: best {a['best_cut_70_90']}.\n",
-          "| point | params | test ppl | llama.cpp ms | dominated by the front | latency cut at equal ppl |", "|---|---|---|---|---|---|"]
+          f"Noise: rounds spread (max-min)/median {_pct([p['spread'] for p in points.values()])}; the same subnet measured "
+          f"twice (a front member and a baseline or the dense model), gap of the medians (of the fastest blocks): "
+          f"{', '.join(f'{f} / {b} {g:+.1f} % ({h:+.1f} %)' for f, b, g, h in same) or 'no pair'}.\n",
+          f"With each round's fastest block instead of its median block: the front dominates {af['dominated']} of "
+          f"{af['baselines']} baseline points; best latency cut at equal ppl, 70-90 %: {af['best_cut_70_90']}.\n",
+          "| point | params | test ppl | llama.cpp ms | fastest ms | spread | dominated by the front | latency cut at equal ppl |",
+          "|---|---|---|---|---|---|---|---|"]
     for k, p in sorted(points.items(), key=lambda kv: -kv[1]["params_ratio"]):
         c = a["per_point"].get(k, {})
         cut = "" if c.get("cut") is None else f"{100 * c['cut']:.1f}%"
-        md.append(f"| {k} | {100 * p['params_ratio']:.1f}% | {p['test_ppl']:.2f} | {p['ms']:.2f} | {c.get('dominated', '')} | {cut} |")
+        md.append(f"| {k} | {100 * p['params_ratio']:.1f}% | {p['test_ppl']:.2f} | {p['ms']:.2f} | {p['fastest_ms']:.2f} | {100 * p['spread']:.0f}% | "
+                  f"{c.get('dominated', '')} | {cut} |")
     publish(args, "gguf-search", md)
     return data
+
+
+def _pct(xs: list[float]) -> str:
+    return f"median {100 * float(np.median(xs)):.0f} %, max {100 * max(xs):.0f} %" if xs else "-"
 
 
 def analyse(points: dict) -> dict:
@@ -323,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--n", type=int, default=20, help="(c) random subnets")
+    p.add_argument("--probe-layers", type=int, default=0, help="(c) layers of the table's probe GGUFs (0: the table's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", type=Path, default=Path("runs/gguf-search"), help="(d) search run (created if missing)")
     p.add_argument("--evaluations", type=int, default=200, help="(d) search evaluations")

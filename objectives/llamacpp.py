@@ -1,8 +1,8 @@
 """Latency measured in llama.cpp: a subnet's GGUF timed against the dense model's, interleaved.
 
 The PyTorch latency objectives time eager fp32 PyTorch; a small LLM on a CPU is served by llama.cpp
-from a (quantised) GGUF. :func:`measure_ggufs` loads each GGUF in turn (A B A B ...) for ``rounds``
-rounds, times ``reps`` prefills of ``n_tokens`` tokens and ``reps`` runs of ``n_decode`` single-token
+from a (quantised) GGUF. :func:`measure_ggufs` loads each GGUF in turn (A B A B ..., in a new random order each round) for
+``rounds`` rounds, times ``reps`` prefills of ``n_tokens`` tokens and ``reps`` runs of ``n_decode`` single-token
 decode steps after a ``n_context``-token prompt, and reports the median over rounds with its
 spread, so a drift of the machine hits every model alike. :class:`LatencyLlamaCpp` is that
 measurement as an objective (it writes the subnet's GGUF with :func:`nas_llm.model.gguf.export_gguf`);
@@ -65,8 +65,12 @@ def measure_ggufs(paths: Mapping[str, str | os.PathLike], mode: str = "decode", 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=rounds * len(paths), desc=f"llama.cpp {mode}", disable=not progress, leave=False)
-    for _ in range(rounds):
-        for name, path in paths.items():
+    order = list(paths)
+    for r in range(rounds):
+        if r:  # a new order each round: a model's place in the round (what ran just before it) is not a bias
+            rng.shuffle(order)
+        for name in order:
+            path = paths[name]
             llm = llamacpp.open_model(path, n_ctx=n_ctx, threads=threads, n_batch=max(512, n_tokens), flash_attn=flash_attn)
             ids = rng.integers(0, llm.n_vocab(), size=n_tokens if mode == "prefill" else n_context + n_decode).tolist()
             if mode == "prefill":

@@ -33,12 +33,17 @@ from .predictors import PREDICTORS, PredictedLatency
 
 @PREDICTORS.register("lut_llamacpp")
 class LlamaCppLUT(LookupTablePredictor):
-    """Per-layer llama.cpp timings of probe GGUFs; ``predict`` as the torch lookup table (seconds)."""
+    """Per-layer llama.cpp timings of probe GGUFs; ``predict`` as the torch lookup table (seconds).
+
+    ``probe_layers=None`` (default) probes with all of the model's layers: on SmolLM2 (q4_k_m, 2 threads, 20
+    random subnets) that ranked better than 8-layer probes (Spearman prefill 0.991 vs 0.976, decode 0.980 vs
+    0.979) and, anchored at the dense model, erred less (MAPE 1.9 vs 5.4 %, 5.4 vs 6.3 %), for a longer build.
+    """
 
     name = "lut_llamacpp"
 
     def __init__(self, type: str = "q4_k_m", threads: int | None = None, mode: str = "decode", n_tokens: int = 512,
-                 n_context: int = 128, n_decode: int = 32, granularity: int = 64, probe_layers: int = 8,
+                 n_context: int = 128, n_decode: int = 32, granularity: int = 64, probe_layers: int | None = None,
                  neuron_stride: int = 1, rounds: int = 3, reps: int = 2, stat: str = "median", flash_attn: bool = True,
                  tokenizer: Any = None, cache_dir: str | os.PathLike | None = None, refresh: bool = False,
                  progress: bool = True):
@@ -46,7 +51,7 @@ class LlamaCppLUT(LookupTablePredictor):
 
         llamacpp.check_outtype(type)
         check_settings(mode, n_tokens, n_context, n_decode, rounds, reps, stat)
-        if probe_layers < 2 or neuron_stride < 1:
+        if (probe_layers is not None and probe_layers < 2) or neuron_stride < 1:
             raise ConfigError(f"probe_layers must be >= 2 and neuron_stride >= 1, got {probe_layers}, {neuron_stride}")
         self.type, self.threads = type, int(threads or llamacpp.default_threads())
         self.mode, self.n_tokens, self.n_context, self.n_decode = mode, n_tokens, n_context, n_decode
@@ -94,7 +99,7 @@ class LlamaCppLUT(LookupTablePredictor):
         space = SubnetSpace.from_model(model, self.granularity)
         d = space.dims
         G, I, L = d.num_kv_heads, d.intermediate, d.num_layers
-        k = min(self.probe_layers, L)
+        k = L if self.probe_layers is None else min(self.probe_layers, L)
         rank = Ranking.identity(L, G, I)
         rest = list(range(k, L))
         shapes: dict[str, Subnet] = {"dense": space.uniform(drop=rest), "one": space.uniform(drop=range(1, L))}
@@ -182,9 +187,17 @@ def validate_llamacpp(model: nn.Module, tokenizer: Any, predictor: LlamaCppLUT, 
                         outtype=timer.type, progress=progress, flash_attn=timer.flash_attn)
     meas = [res[f"s{i}"].median_s for i in range(len(subnets))]
     pred = [predictor.predict(s) for s in subnets]
+    # the machine's speed drifts between building the table and now (5-8 % on a shared VM): the table's
+    # prediction for the dense model against the dense model measured with the subnets gives that drift, and
+    # the MAPE with predictions scaled by it is the table's own error
+    drift = res["dense"].median_s / predictor.predict(rank_dense(model))
     return {"settings": predictor.settings(), "measured_s": meas, "pred_s": pred, "dense_s": res["dense"].median_s,
-            "spread": [res[f"s{i}"].spread for i in range(len(subnets))],
-            "spearman": spearman(pred, meas), "mape": mape(pred, meas)}
+            "spread": [res[f"s{i}"].spread for i in range(len(subnets))], "drift": drift,
+            "spearman": spearman(pred, meas), "mape": mape(pred, meas), "mape_anchored": mape([drift * p for p in pred], meas)}
+
+
+def rank_dense(model: nn.Module) -> Subnet:
+    return SubnetSpace.from_model(model).dense()
 
 
 __all__ = ["LatencyLlamaCppLUT", "LlamaCppLUT", "validate_llamacpp"]

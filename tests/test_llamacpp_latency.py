@@ -97,6 +97,39 @@ def test_lookup_table_builds_caches_and_predicts(tmp_path, monkeypatch):
     assert other.cache_key(model) != lut.cache_key(model)
     r = validate_llamacpp(model, bpe_tokenizer(), lut, [space.uniform(1, 32), space.uniform(2, 64, drop=[0])], progress=False)
     assert len(r["measured_s"]) == 2 and np.isfinite(r["mape"]) and r["settings"]["type"] == "f16"
+    # the anchored MAPE: predictions scaled by (dense measured now / dense predicted), by hand
+    k = r["dense_s"] / lut.table["full_dense_s"]
+    want = 100 * np.mean([abs(k * p / m - 1) for p, m in zip(r["pred_s"], r["measured_s"])])
+    assert r["drift"] == pytest.approx(k) and r["mape_anchored"] == pytest.approx(want)
+
+
+def test_lookup_table_probes_every_layer_by_default(tmp_path, monkeypatch):
+    """Default ``probe_layers=None``: the probe GGUFs have all the model's layers (8-layer probes ranked and
+    anchored worse on SmolLM2); a number still caps them; below 2 is refused."""
+    from gguf import GGUFReader
+
+    from objectives.latency import LatencyResult
+
+    seen = {}
+
+    def blocks(path):
+        return len({t.name.split(".")[1] for t in GGUFReader(path).tensors if t.name.startswith("blk.")})
+
+    def fake_measure(paths, mode, **kw):
+        seen.update({k: blocks(p) for k, p in paths.items() if k in ("dense", "one")})
+        return {k: LatencyResult(1e-3 * (1 + i), 0.0, 1, mode, 1, 1, "x") for i, k in enumerate(paths)}
+
+    monkeypatch.setattr("objectives.llamacpp_lut.check_times", lambda t, what: None)
+    monkeypatch.setattr("objectives.llamacpp_lut.measure_ggufs", fake_measure)
+    model = tiny_model("llama-gqa")
+    L = model.config.num_hidden_layers
+    lut = LlamaCppLUT(type="f16", mode="decode", granularity=16, tokenizer=bpe_tokenizer(), cache_dir=tmp_path,
+                      progress=False, **FAST)
+    assert lut.probe_layers is None
+    lut.build(model)
+    assert seen == {"dense": L, "one": 1}
+    with pytest.raises(ValueError, match="probe_layers"):
+        LlamaCppLUT(probe_layers=1)
 
 
 def test_search_records_the_runtime_and_select_and_report_use_it(tmp_path, monkeypatch):

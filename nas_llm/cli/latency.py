@@ -206,7 +206,8 @@ def validate_llamacpp(args, model, space, rank, subs) -> int:
         out["modes"][mode] = {**r, "table": str(lut.path), "table_measured": lut.measured}
         print(f"\n{mode} in llama.cpp ({r['settings']['type']}, {r['settings']['threads']} threads): {args.n} subnets, "
               f"measured {min(r['measured_s']) * 1e3:.2f}-{max(r['measured_s']) * 1e3:.2f} ms, dense {r['dense_s'] * 1e3:.2f} ms")
-        print(f"lookup table vs measured: Spearman {r['spearman']:.3f}, MAPE {r['mape']:.1f} %  (table {lut.path})")
+        print(f"lookup table vs measured: Spearman {r['spearman']:.3f}, MAPE {r['mape']:.1f} %; machine {100 * (r['drift'] - 1):+.1f} % "
+              f"vs when the table was built, MAPE {r['mape_anchored']:.1f} % anchored at the dense model  (table {lut.path})")
     _write(args.json, out)
     return 0
 
