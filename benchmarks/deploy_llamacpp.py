@@ -185,9 +185,9 @@ def part_c(args, model, tok) -> dict:
     rng = np.random.default_rng(args.seed)
     subs = [sample_spread(space, rng) for _ in range(args.n)]
     modes = {}
-    for mode in ("prefill", "decode"):
+    for mode in args.modes:
         lut = LlamaCppLUT(type=args.lut_type, threads=args.threads, mode=mode, n_tokens=args.prefill, n_context=args.context,
-                          n_decode=args.n_decode, rounds=args.rounds, reps=args.reps, tokenizer=tok,
+                          n_decode=args.n_decode, rounds=args.rounds, reps=args.reps, tokenizer=tok, stat=args.stat,
                           **({"probe_layers": args.probe_layers} if args.probe_layers else {}))
         t0 = time.perf_counter()
         lut.setup(model)
@@ -197,10 +197,12 @@ def part_c(args, model, tok) -> dict:
         print(f"[gguf c] {mode}: Spearman {r['spearman']:.3f}, MAPE {r['mape']:.1f} %", flush=True)
     data = {"machine": machine(), "command": command_line(), "settings": _settings(args, "c"),
             "ratios": [space.ratio(s) for s in subs], "modes": modes}
-    name = f"gguf-lut-probe{args.probe_layers}" if args.probe_layers else "gguf-lut"
+    name = "gguf-lut" + (f"-probe{args.probe_layers}" if args.probe_layers else "") + ("" if args.stat == "median" else f"-{args.stat}")
     out_raw(args, name, data)
-    probe = f"probe GGUFs of the first {args.probe_layers} layers" if args.probe_layers else "the table's default probe (8 layers)"
-    md = [header(f"llama.cpp lookup table vs measured (issue 16 c){', ' + str(args.probe_layers) + '-layer probes' if args.probe_layers else ''}",
+    probe = (f"probe GGUFs of the first {args.probe_layers} layers" if args.probe_layers else "the table's default probes (all layers)") + \
+        ("" if args.stat == "median" else f", each round's {args.stat} block")
+    md = [header(f"llama.cpp lookup table vs measured (issue 16 c){', ' + str(args.probe_layers) + '-layer probes' if args.probe_layers else ''}"
+                 f"{'' if args.stat == 'median' else ', stat ' + args.stat}",
                  data["machine"], data["command"]),
           f"{args.n} random subnets (sizes spread over the space), {args.lut_type}, {args.threads} threads, {probe}; "
           "goal Spearman >= 0.95, MAPE <= 5 %.\n",
@@ -371,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--n", type=int, default=20, help="(c) random subnets")
+    p.add_argument("--modes", nargs="+", default=["prefill", "decode"], choices=["prefill", "decode"], help="(c) modes")
+    p.add_argument("--stat", default="median", choices=["median", "min"],
+                   help="(c) per round: the median block or the fastest (less hit by a busy host)")
     p.add_argument("--probe-layers", type=int, default=0, help="(c) layers of the table's probe GGUFs (0: the table's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", type=Path, default=Path("runs/gguf-search"), help="(d) search run (created if missing)")
