@@ -35,6 +35,14 @@ def cut_counts(space, subnet) -> dict:
             "layers_with_query_head_cuts": sum(c.heads_per_group is not None for c in kept)}
 
 
+def finished(out: Path, evaluations: int) -> bool:
+    """The search in ``out`` spent its budget (its checkpoint counts the evaluations done)."""
+    import json
+
+    ck = out / "checkpoint.json"
+    return ck.is_file() and int(json.loads(ck.read_text()).get("evaluations", 0)) >= evaluations
+
+
 def one(ratio: float, query_heads: bool, args, model, tok, calib, windows) -> dict:
     from benchmarks.quality import front_member, reform_model
     from benchmarks.search_speed import search_config
@@ -45,7 +53,7 @@ def one(ratio: float, query_heads: bool, args, model, tok, calib, windows) -> di
     out = Path(args.runs) / f"qh{round(100 * ratio)}-{'on' if query_heads else 'off'}"
     config = search_config(ratio, str(out), args.seed, query_heads=query_heads, resume=(out / "run.json").is_file())
     t0 = time.perf_counter()
-    if not (out / "front.json").is_file():
+    if not finished(out, config.evaluations):  # front.json is written every generation: not a sign of the end
         run_search(config, model=model, tokenizer=tok)
     search_s = time.perf_counter() - t0
     run = Run(out)
