@@ -283,14 +283,10 @@ def part_d(args, model, tok, calib) -> dict:
     twins = [(f, b) for b, v in base.items() for f, sub in keys.items() if sub == Subnet.from_dict(v["subnet"])]
     dense_sub = SubnetSpace.from_model(model).dense()
     twins += [(f, "dense") for f, sub in keys.items() if sub == dense_sub]
-    points["dense"] = {"params_ratio": 1.0, "test_ppl": None}
-    for k in ("ms", "fastest_ms", "spread", "rounds_ms"):
-        points["dense"][k] = None
-    points["dense"].update(ms=res["dense"].median_ms, fastest_ms=1e3 * res["dense"].fastest_s, spread=res["dense"].spread,
-                           rounds_ms=[1e3 * v for v in res["dense"].round_medians_s])
-    same = [(f, b, 100 * (points[f]["ms"] / points[b]["ms"] - 1), 100 * (points[f]["fastest_ms"] / points[b]["fastest_ms"] - 1))
+    same = [(f, b, 100 * (res[f].median_s / res[b].median_s - 1), 100 * (res[f].fastest_s / res[b].fastest_s - 1))
             for f, b in twins]
-    dense_pt = points.pop("dense")
+    dense_pt = {"params_ratio": 1.0, "ms": res["dense"].median_ms, "fastest_ms": 1e3 * res["dense"].fastest_s,
+                "spread": res["dense"].spread, "rounds_ms": [1e3 * v for v in res["dense"].round_medians_s]}
     data = {"machine": machine(), "command": command_line(), "settings": _settings(args, "d"), "run": str(run.path),
             "same_model_gaps_pct": same, "dense": dense_pt,
             "mode": mode, "dense_ms": res["dense"].median_ms, "points": points, "analysis": analyse(points),

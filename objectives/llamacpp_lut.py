@@ -190,14 +190,10 @@ def validate_llamacpp(model: nn.Module, tokenizer: Any, predictor: LlamaCppLUT, 
     # the machine's speed drifts between building the table and now (5-8 % on a shared VM): the table's
     # prediction for the dense model against the dense model measured with the subnets gives that drift, and
     # the MAPE with predictions scaled by it is the table's own error
-    drift = res["dense"].median_s / predictor.predict(rank_dense(model))
+    drift = res["dense"].median_s / predictor.predict(SubnetSpace.from_model(model).dense())
     return {"settings": predictor.settings(), "measured_s": meas, "pred_s": pred, "dense_s": res["dense"].median_s,
             "spread": [res[f"s{i}"].spread for i in range(len(subnets))], "drift": drift,
             "spearman": spearman(pred, meas), "mape": mape(pred, meas), "mape_anchored": mape([drift * p for p in pred], meas)}
-
-
-def rank_dense(model: nn.Module) -> Subnet:
-    return SubnetSpace.from_model(model).dense()
 
 
 __all__ = ["LatencyLlamaCppLUT", "LlamaCppLUT", "validate_llamacpp"]
