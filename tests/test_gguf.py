@@ -239,3 +239,28 @@ def test_sentencepiece_style_tokenizer_is_converted(tmp_path):
         assert llm.tokenize(text.encode(), add_bos=False) == tok(text, add_special_tokens=False).input_ids
     assert llm.token_bos() == 1 and llm.token_eos() == 2 and llm.n_vocab() == 320
     assert _diff(model, path, _ids(11)) < ATOL
+
+
+def test_kquant_fallbacks_are_read_from_the_file_llama_cpp_wrote(tmp_path):
+    """llama.cpp stores a k-quant row only if it holds a multiple of 256 values: a layer cut to 320 neurons
+    gets its ffn_down in a legacy type, one cut to 256 keeps the k-quant; a q8_0 file reports nothing."""
+    import gguf
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from nas_llm.model.gguf import kquant_fallbacks, kquant_note
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=512, num_hidden_layers=2, vocab_size=128,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    space = SubnetSpace.from_model(model, granularity=64)
+    sub = space.validate(Subnet((LayerChoice(2, 256, True), LayerChoice(2, 320, True))))
+    sliced = slice_model(model, _random_ranking(model, 0).resolve(sub), subnet=sub)
+    path = export_gguf(sliced, tmp_path / "k.gguf", bpe_tokenizer(), outtype="q4_k_m", check=False)
+    kinds = {t.name: t.tensor_type for t in gguf.GGUFReader(str(path)).tensors}
+    K = {gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q6_K}
+    assert kinds["blk.0.ffn_down.weight"] in K and kinds["blk.1.ffn_down.weight"] not in K  # the rule, independently
+    fb = kquant_fallbacks(path)
+    assert 320 in fb["ffn_down"] and 256 not in fb["ffn_down"] and 64 in fb["attn_output"]  # 4 heads x 16
+    assert "ffn_down rows of 320" in kquant_note(path) and "--granularity 256" in kquant_note(path)
+    q8 = export_gguf(sliced, tmp_path / "q8.gguf", bpe_tokenizer(), outtype="q8_0", check=False)
+    assert kquant_fallbacks(q8) == {} and kquant_note(q8) is None

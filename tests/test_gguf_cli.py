@@ -49,7 +49,11 @@ def test_export_gguf_of_the_knee_matches_the_masked_dense_model(tmp_path, capsys
     assert main(["export", str(run.path), "--pick", "1", "--format", "gguf", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err and out.stat().st_mtime_ns == before
     assert main(["export", str(run.path), "--pick", "1", "--format", "gguf", "--type", "q8_0", "--out", str(out), "--overwrite"]) == 0
-    assert "q8_0" in capsys.readouterr().out and out.stat().st_mtime_ns != before
+    msg = capsys.readouterr().out
+    assert "q8_0" in msg and out.stat().st_mtime_ns != before and "k-quants" not in msg
+    # a k-quant export says which cut maps llama.cpp kept out of k-quants (MLP widths here are multiples of 16)
+    assert main(["export", str(run.path), "--pick", "1", "--format", "gguf", "--type", "q4_k_m", "--out", str(out), "--overwrite"]) == 0
+    assert "note: llama.cpp stores k-quants only for rows that are multiples of 256: " in capsys.readouterr().out
 
 
 def test_unknown_type_lists_the_valid_ones(tmp_path, capsys):

@@ -45,11 +45,14 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.materialize:
         raise ConfigError("--materialize applies to --format hf; a GGUF of a flexi run is always materialised")
-    from nas_llm.model.gguf import read_arch
+    from nas_llm.model.gguf import kquant_note, read_arch
 
     out = export_pick_gguf(args.run, args.pick, args.out, args.outtype, overwrite=args.overwrite, command=cmd,
                            check=not args.no_check, tokenizer_pre=args.tokenizer_pre)
     print(f"exported to {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.outtype}, llama.cpp architecture "
           f"{read_arch(out)}{'' if args.no_check else ', loads in llama.cpp'})\n"
           f"  run it: llama-cli -m {shlex.quote(str(out))} -p 'Hello'   (or Ollama / LM Studio / llama_cpp.Llama)")
+    note = kquant_note(out)
+    if note:
+        print(note)
     return 0

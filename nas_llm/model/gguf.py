@@ -290,6 +290,55 @@ def read_arch(path: str | os.PathLike) -> str:
     return str(gguf.GGUFReader(str(path)).fields["general.architecture"].contents())
 
 
+QK_K = 256  # llama.cpp's k-quant super-block: a k-quant row must hold a multiple of this many values
+CUT_INPUTS = ("attn_output", "ffn_down")  # the maps whose rows are as long as a cut width (heads x head_dim, neurons)
+
+
+def kquant_fallbacks(path: str | os.PathLike) -> dict[str, dict[int, list[str]]]:
+    """Tensors of a k-quant GGUF that llama.cpp stored in a bigger legacy type because their rows are not a
+    multiple of 256 (its quantiser's fallback, e.g. Q4_K -> Q5_0, Q6_K -> Q8_0), read from the file itself.
+
+    Only the maps whose row length is a cut width (``attn_output``, ``ffn_down``) are listed: map -> row
+    length -> the types it fell back to. Why it matters: a fallback tensor is 20-30 % bigger, so decode (which
+    reads every weight once per token) gains less than the params cut suggests; widths in multiples of 256
+    keep the k-quant. Empty for files without k-quants.
+    """
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    kquants = {T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K}
+    reader = gguf.GGUFReader(str(path))
+    ftype = reader.fields.get("general.file_type")
+    try:
+        name = gguf.LlamaFileType(int(ftype.contents())).name if ftype is not None else ""
+    except ValueError:
+        name = ""
+    if "_K" not in name:  # the type asked of the quantiser (a file whose every map fell back has no k-quant tensor)
+        return {}
+    tensors = reader.tensors
+    out: dict[str, dict[int, list[str]]] = {}
+    for t in tensors:
+        role = t.name.split(".")[-2] if t.name.startswith("blk.") else ""
+        cols = int(t.shape[0])  # gguf-py lists ne[0] (the row length) first
+        if role in CUT_INPUTS and cols % QK_K and t.tensor_type not in kquants and t.tensor_type not in (T.F32, T.F16):
+            types = out.setdefault(role, {}).setdefault(cols, [])
+            if t.tensor_type.name not in types:
+                types.append(t.tensor_type.name)
+    return out
+
+
+def kquant_note(path: str | os.PathLike) -> str | None:
+    """One line for the user when cut widths kept a k-quant GGUF's maps out of k-quants, else None."""
+    fb = kquant_fallbacks(path)
+    if not fb:
+        return None
+    parts = [f"{role} rows of {', '.join(map(str, sorted(w)))} -> {'/'.join(sorted({t for ts in w.values() for t in ts}))}"
+             for role, w in sorted(fb.items())]
+    hint = (f"; a search with --granularity {QK_K} keeps MLP widths k-quant sized" if "ffn_down" in fb else "")
+    return (f"note: llama.cpp stores k-quants only for rows that are multiples of {QK_K}: {'; '.join(parts)} "
+            f"(20-30 % more bytes for those maps, less decode speed-up){hint}")
+
+
 class GGUFTargetError(GGUFError, FileExistsError):
     """A GGUF destination that must not be written or replaced."""
 
@@ -355,4 +404,4 @@ def export_gguf(model: nn.Module, path: str | os.PathLike, tokenizer: Any = None
 
 
 __all__ = ["ARCHS", "Arch", "FAMILY_ARCHS", "GGUFError", "LayerShape", "OUTTYPES", "SOURCE_GGUF_ATTR", "choose_arch",
-           "export_gguf", "layer_shapes", "permute_rotary", "problems", "read_arch", "tensors", "write_f32"]
+           "export_gguf", "kquant_fallbacks", "kquant_note", "layer_shapes", "permute_rotary", "problems", "read_arch", "tensors", "write_f32"]
