@@ -15,6 +15,7 @@ from nas_llm.model.slicing import slice_model
 from nas_llm.errors import ConfigError
 from search_spaces import Plan, Subnet, SubnetError, SubnetSpace, get_family
 from search_spaces.plan import LayerPlan
+from nas_llm.model.importance import scores_from_stats
 from nas_llm.model.metrics import perplexity
 from search_spaces.registry import UnknownNameError
 from tiny import tiny_model
@@ -405,3 +406,29 @@ def test_faithful_flap_exports_and_reloads(setup, tmp_path):
     back = load_subnet(tmp_path / "flap")
     with torch.no_grad():
         torch.testing.assert_close(back(input_ids=ids, use_cache=False).logits, m(input_ids=ids, use_cache=False).logits)
+
+
+@pytest.mark.parametrize("name", ["magnitude", "wanda-sp", "owl-wanda-sp"])
+def test_width_baselines_cut_query_heads_on_mqa(name):
+    """One KV group cannot be cut, so on MQA the head unit is the query head: the ratio is still hit, the kept
+    heads are the top-scored ones, and masked == sliced."""
+    m = tiny_model("llama-mqa")  # 1 KV group x 4 query heads
+    ids = torch.randint(0, m.config.vocab_size, (3, 20), generator=torch.Generator().manual_seed(1))
+    stats = B.calibration_stats(m, ids, batch_size=2, progress=False)
+    space = SubnetSpace.from_model(m, granularity=16)
+    assert B.head_units(space) == [(1, 1), (1, 2), (1, 3), (1, None)]
+    assert B.head_units(SubnetSpace.from_model(m, granularity=16, query_heads=False)) == [(1, None)]
+    cut_any = False
+    for r in RATIOS:
+        b = B.baseline(name, m, r, stats=stats, space=space, calib=ids)
+        assert abs(space.ratio(b.subnet) - r) <= B.ratio_step(space) + 1e-12, (name, r, space.ratio(b.subnet))
+        plan = b.plan()
+        sc = scores_from_stats(m, stats, "magnitude" if name == "magnitude" else "wanda").heads
+        for i, (c, lp) in enumerate(zip(b.subnet.layers, plan.layers)):
+            if c.heads_per_group is not None:  # the kept heads are the best-scored ones (brute force: sort the scores)
+                cut_any = True
+                assert lp.heads == (tuple(sorted(np.argsort(-sc[i], kind="stable")[: c.heads_per_group].tolist())),)
+        with torch.no_grad(), masked(m, plan):
+            ref = m(input_ids=ids[:1], use_cache=False).logits
+        torch.testing.assert_close(b.sliced(m, ids)(input_ids=ids[:1], use_cache=False).logits, ref, rtol=1e-4, atol=1e-4)
+    assert cut_any  # at 50-60 % the attention of an MQA layer is cut

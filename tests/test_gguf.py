@@ -28,7 +28,8 @@ def _random_ranking(model, seed: int) -> Ranking:
     d = SubnetSpace.from_model(model).dims
     rng = np.random.default_rng(seed)
     return Ranking.from_scores([rng.random(d.num_kv_heads) for _ in range(d.num_layers)],
-                               [rng.random(d.intermediate) for _ in range(d.num_layers)], None, "random")
+                               [rng.random(d.intermediate) for _ in range(d.num_layers)], None, "random",
+                               head_scores=[rng.random(d.num_heads) for _ in range(d.num_layers)])  # not always head 0
 
 
 def _nonuniform(model, seed: int) -> Subnet:
@@ -36,12 +37,16 @@ def _nonuniform(model, seed: int) -> Subnet:
     space = SubnetSpace.from_model(model, granularity=16)
     d, rng = space.dims, np.random.default_rng(seed)
     drop = set(rng.choice(d.num_layers, size=int(rng.integers(1, 3)), replace=False).tolist())
-    layers = [LayerChoice(int(rng.integers(1, d.num_kv_heads + 1)), int(rng.choice(space.neuron_choices)), i not in drop)
+    q = d.q_per_group  # query heads cut inside each kept group too (GQA, MQA); MHA has no such choice
+    layers = [LayerChoice(int(rng.integers(1, d.num_kv_heads + 1)), int(rng.choice(space.neuron_choices)), i not in drop,
+                          int(rng.integers(1, q + 1)) if q > 1 else None)
               for i in range(d.num_layers)]
     kept = [i for i in range(d.num_layers) if i not in drop]
     a, b = kept[0], kept[1]
     if (layers[a].kv_groups, layers[a].neurons) == (layers[b].kv_groups, layers[b].neurons):
-        layers[b] = LayerChoice(layers[b].kv_groups, 16 if layers[b].neurons != 16 else 32, True)
+        layers[b] = LayerChoice(layers[b].kv_groups, 16 if layers[b].neurons != 16 else 32, True, layers[b].heads_per_group)
+    if q > 1:  # at least one kept layer cuts query heads inside its groups (the per-layer head_count arrays)
+        layers[a] = LayerChoice(layers[a].kv_groups, layers[a].neurons, True, 1)
     return space.validate(Subnet(tuple(layers)))
 
 

@@ -104,10 +104,17 @@ def test_wanda_magnitude_flap_brute_force(setup):
     # FLAP fluctuation: sample variance of the input channel * squared column norm
     flap = scores_from_stats(m, stats, "flap")
     np.testing.assert_allclose(flap.neurons[1], np.var(X["m_down"], axis=0, ddof=1) * (Wd**2).sum(0), rtol=1e-5)
+    flap_o = np.var(X["a_o"], axis=0, ddof=1) * (Wo**2).sum(0)  # per o input channel; a head sums its head_dim
+    np.testing.assert_allclose(flap.heads[1], flap_o.reshape(dims.num_heads, dims.head_dim).sum(1), rtol=1e-5)
     # magnitude: sum of |W| over the coupled rows and column
     mag = scores_from_stats(m, stats, "magnitude")
     Wg, Wu = mlp["gate"].weight.detach().double().numpy(), mlp["up"].weight.detach().double().numpy()
     np.testing.assert_allclose(mag.neurons[1], np.abs(Wg).sum(1) + np.abs(Wu).sum(1) + np.abs(Wd).sum(0), rtol=1e-6)
+    # magnitude of a query head: its q rows and its o columns
+    Wq = attn["q"].weight.detach().double().numpy()
+    hd = dims.head_dim
+    np.testing.assert_allclose(mag.heads[1], [np.abs(Wq[h * hd:(h + 1) * hd]).sum() + np.abs(Wo[:, h * hd:(h + 1) * hd]).sum()
+                                              for h in range(dims.num_heads)], rtol=1e-6)
 
 
 def test_block_influence_matches_hidden_states(setup):
@@ -127,5 +134,17 @@ def test_ranking_cache(tmp_path, setup):
     assert len(files) == 1
     r2 = importance_ranking(m, ids, "wanda", cache_dir=tmp_path, progress=False)
     assert all((a == b).all() for a, b in zip(r1.neuron_order, r2.neuron_order))
+    assert r1.q_order is not None and all((a == b).all() for a, b in zip(r1.q_order, r2.q_order))  # query-head order too
     with pytest.raises(ValueError, match="unknown importance method 'obz'"):
         compute_scores(m, ids, "obz")
+
+
+def test_resolve_keeps_the_top_scored_query_heads_of_each_group():
+    """3 groups x 2 heads: with one head per group the plan keeps, in each group, the higher-scored head."""
+    from search_spaces import LayerChoice, Ranking, Subnet
+
+    heads = [[.1, .9, .5, .2, .3, .4]] * 2  # group 0 -> head 1, group 1 -> head 0, group 2 -> head 1
+    r = Ranking.from_scores([[3., 2., 1.]] * 2, [np.arange(8.)] * 2, None, "hand", head_scores=heads)
+    plan = r.resolve(Subnet((LayerChoice(3, 8, True, 1), LayerChoice(2, 8, True, 2))))
+    assert plan.layers[0].heads == ((1,), (0,), (1,))
+    assert plan.layers[1].heads is None and plan.layers[1].kv_groups == (0, 1)  # all heads: no per-head list

@@ -71,8 +71,12 @@ def test_layers_hypervolume_parallel(reformed_run):
     s4 = Subnet.from_json(d.df[d.df["id"] == 4].iloc[0]["subnet"])
     chosen = [t for t in lay.data if t.visible is True and t.xaxis == "x2"]
     kv = next(t for t in chosen if t.name.startswith("attention"))
-    expect = [c.kv_groups / 3 if c.keep else 0.0 for c in s4.layers]  # llama-gqa tiny: 3 KV groups
+    # llama-gqa tiny: 3 KV groups x 2 query heads; the bar is the kept share of query heads
+    expect = [c.kv_groups * (c.heads_per_group or 2) / 6 if c.keep else 0.0 for c in s4.layers]
+    assert any(c.keep and c.heads_per_group == 1 for c in s4.layers)  # the row cuts query heads inside groups
     assert list(kv.y) == pytest.approx(expect)
+    cut = next(i for i, c in enumerate(s4.layers) if c.keep and c.heads_per_group == 1)
+    assert kv.text[cut].endswith("x 1/2 query heads")
     drop = next(t for t in chosen if t.name == "dropped layer")
     assert list(drop.x) == [i for i, c in enumerate(s4.layers) if not c.keep]
     hv = figs["hypervolume"].data[0]

@@ -70,6 +70,10 @@ def test_run_search_writes_the_folder_from_the_config(tmp_path, calib):
     assert SearchConfig.from_json(s, out=cfg.out) == cfg
     assert [o["name"] for o in s["objectives"]] == ["params_ratio", "kv_cache_bytes"] and s["n_calls"] == 8
     assert res.context.space.num_layers == 4  # the context the search used, for --reform
+    # the space's size, by hand: tiny llama-gqa, 4 layers of 3 KV groups x 1..2 query heads x 3 widths (32/64/96),
+    # or the layer dropped (its widths then do not matter)
+    assert s["space"]["heads_per_group"] == [1, 2] and s["space"]["choices_per_layer"] == 3 * 2 * 3 + 1
+    assert s["space"]["log10_subnets"] == round(math.log10(19 ** 4 - 1), 3)
 
 
 def test_resume_with_other_settings_refuses_before_writing_anything(tmp_path, calib, capsys):

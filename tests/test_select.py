@@ -66,14 +66,15 @@ def make_run(root: Path, rows=ROWS, model_name: str | None = None, granularity: 
     d = space.dims
     rng = np.random.default_rng(seed)
     ranking = Ranking.from_scores([rng.random(d.num_kv_heads) for _ in range(d.num_layers)],
-                                  [rng.random(d.intermediate) for _ in range(d.num_layers)], rng.random(d.num_layers), "random")
+                                  [rng.random(d.intermediate) for _ in range(d.num_layers)], rng.random(d.num_layers), "random",
+                                  head_scores=[np.random.default_rng(seed + 1).random(d.num_heads) for _ in range(d.num_layers)])
     run = Run(root / "run")
     run.path.mkdir(parents=True)
     ranking.save(run.ranking_file)
     settings = {"model": model_name, "objectives": [{"name": "perplexity", "direction": "minimize"}, {"name": "latency", "direction": "minimize"}],
                 "constraints": ["latency>=10"], "seed": seed, "granularity": granularity,
                 "calibration": {"source": "wikitext2-valid", "n_samples": 4, "seq_len": 32, "seed": 0},
-                "importance": "random", "driver": "nsga2", "command": "hand-made test run"}
+                "importance": "random", "driver": "nsga2", "command": "hand-made test run", "space": space.size()}
     if reform:
         settings["reform"] = reform
     run.write_settings(settings)

@@ -107,6 +107,16 @@ def test_plan_errors():
     with pytest.raises(SubnetError, match="all layers are dropped"):
         with masked(m, Plan(tuple([LayerPlan(False, (0,), (0,))] * 4))):
             pass
+    # query heads inside groups (tiny llama-gqa: 2 per group): 0, more than the group has, a different count per group
+    full = LayerPlan(True, (0, 1), tuple(range(16)))
+    for heads, msg in [(((), (0,)), r"layer 1: 0 query heads kept in KV group 0, outside the allowed range \[1, 2\]"),
+                       (((0, 1, 2), (0,)), r"layer 1: 3 query heads kept in KV group 0, outside the allowed range \[1, 2\]"),
+                       (((0,), (0, 1)), r"layer 1: the kept KV groups keep different numbers of query heads \(group 0: 1, "
+                                        r"group 1: 2\); .* in \[1, 2\]"),
+                       (((1, 0), (0, 1)), r"layer 1: query heads \[1, 0\] of KV group 0 must be distinct ascending")]:
+        bad = Plan((full, LayerPlan(True, (0, 1), tuple(range(16)), heads), full, full))
+        with pytest.raises(SubnetError, match=msg):
+            slice_model(m, bad)
 
 
 @pytest.mark.parametrize("fam", ["llama-gqa", "qwen2"])

@@ -22,7 +22,7 @@ sleb               greedy block removal by calibration perplexity               
 from __future__ import annotations
 
 from .base import (BASELINES, HEAD_ROUNDING, TRAITS, Baseline, baseline, bias_compensated, calibration_stats,  # noqa: F401
-                   layer_widths, ratio_step, traits, uniform_subnet)
+                   head_units, layer_choice, ratio_step, traits, uniform_subnet)
 from .flap import Fluctuation, collect_fluctuation, flap, flap_official_metrics  # noqa: F401
 from .flap_ours import flap_metrics, flap_ours  # noqa: F401
 from .owl import outlier_ratios, owl_densities, owl_wanda_sp  # noqa: F401
@@ -32,5 +32,5 @@ from .uniform import magnitude, wanda_sp  # noqa: F401
 
 __all__ = ["BASELINES", "HEAD_ROUNDING", "TRAITS", "Baseline", "Fluctuation", "baseline", "bias_compensated",
            "calibration_stats", "collect_fluctuation", "flap", "flap_metrics", "flap_official_metrics", "flap_ours",
-           "layer_widths", "magnitude", "outlier_ratios", "owl_densities", "owl_wanda_sp", "ratio_step", "removal_order",
+           "head_units", "layer_choice", "magnitude", "outlier_ratios", "owl_densities", "owl_wanda_sp", "ratio_step", "removal_order",
            "shortgpt", "sleb", "traits", "uniform_subnet", "wanda_sp"]

@@ -16,7 +16,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from nas_llm.errors import ConfigError
-from search_spaces import Plan, Ranking, Subnet, SubnetSpace, get_family
+from search_spaces import LayerChoice, Plan, Ranking, Subnet, SubnetSpace, get_family
 from search_spaces.plan import query_channels
 from search_spaces.registry import Registry
 
@@ -30,7 +30,9 @@ TRAITS = {
     "structure": ("uniform", "per-layer", "global", "depth"),  # how widths are allocated
     "granularity": (None, 1),  # None: the space's (64); 1: its own neuron-level space
     "reform": (None, "bias", "bias-dense"),  # weight update the paper applies after pruning
-    "head_unit": ("kv-group", None),  # smallest removable attention structure (None: whole layers only)
+    # smallest removable attention structure: a KV group; "kv-group/mqa-head": the query head on MQA models
+    # (one KV group, see head_units); None: whole layers only
+    "head_unit": ("kv-group", "kv-group/mqa-head", None),
 }
 BASELINES: Registry = Registry("baseline")
 
@@ -151,41 +153,57 @@ def ratio_step(space: SubnetSpace) -> float:
 HEAD_ROUNDING = ("ceil", "nearest", "keep")
 
 
-def layer_widths(space: SubnetSpace, density: float, heads: str = "ceil") -> tuple[int, int]:
-    """(KV groups, neurons) of one layer keeping ``density`` of its parameters, heads rounded by ``heads``.
+def head_units(space: SubnetSpace) -> list[tuple[int, int | None]]:
+    """The attention widths a width baseline chooses from, as (KV groups, query heads per group), fewest first.
 
-    ``"ceil"`` rounds ``density * G`` up (attention is never cut harder than the layer), the MLP
-    takes the rest; if it cannot absorb it within half a granularity block, the nearest KV count
+    The unit is the KV group (with its query heads; for MHA a group is one head), as in FLAP's and
+    Wanda-sp's code on LLaMA. With one KV group (MQA) that unit cannot be cut, so there the unit is the
+    query head -- the unit those papers prune -- when the space searches query heads.
+    """
+    d = space.dims
+    if d.num_kv_heads == 1 and space.searches_heads:
+        return [(1, h if h < d.q_per_group else None) for h in space.head_choices]  # None: all heads (canonical)
+    return [(g, None) for g in range(1, d.num_kv_heads + 1)]
+
+
+def layer_choice(space: SubnetSpace, density: float, heads: str = "ceil") -> LayerChoice:
+    """One layer keeping ``density`` of its parameters: attention units (:func:`head_units`) rounded by
+    ``heads``, the MLP fitted to the rest.
+
+    ``"ceil"`` rounds ``density * units`` up (attention is never cut harder than the layer), the MLP
+    takes the rest; if it cannot absorb it within half a granularity block, the nearest unit count
     that can is used.
     """
     if heads not in HEAD_ROUNDING:
         raise ConfigError(f"heads must be one of {', '.join(HEAD_ROUNDING)}, got {heads!r}")
     d = space.dims
-    G = d.num_kv_heads
-    want = {"ceil": min(G, max(1, math.ceil(density * G - 1e-9))), "nearest": min(G, max(1, round(density * G))), "keep": G}[heads]
-    full = space.layer_params(G, d.intermediate)
-    half = (space.layer_params(G, space.neuron_choices[1]) - space.layer_params(G, space.neuron_choices[0])) / full / 2 + 1e-9
+    units = head_units(space)
+    U = len(units)
+    want = {"ceil": min(U, max(1, math.ceil(density * U - 1e-9))), "nearest": min(U, max(1, round(density * U))), "keep": U}[heads]
+    full = space.layer_params(d.num_kv_heads, d.intermediate)
+    half = (space.layer_params(d.num_kv_heads, space.neuron_choices[1]) - space.layer_params(d.num_kv_heads, space.neuron_choices[0])) / full / 2 + 1e-9
     cands = []
-    for kv in range(1, G + 1):
-        n = min(space.neuron_choices, key=lambda n: abs(space.layer_params(kv, n) / full - density))
-        err = abs(space.layer_params(kv, n) / full - density)
-        cands.append((err > half, abs(kv - want), err, kv, n))
+    for u, (kv, h) in enumerate(units, start=1):
+        n = min(space.neuron_choices, key=lambda n: abs(space.layer_params(kv, n, h) / full - density))
+        err = abs(space.layer_params(kv, n, h) / full - density)
+        cands.append((err > half, abs(u - want), err, kv, n, h))
     best = min(cands, key=lambda c: c[:3])
-    return best[3], best[4]
+    return space.choice(best[3], best[4], True, best[5])
 
 
 def uniform_subnet(space: SubnetSpace, ratio: float, heads: str = "ceil") -> Subnet:
-    """Same widths in every layer: KV groups from ``ratio * G``, MLP width fitted to the ratio.
+    """Same widths in every layer: attention units from ``ratio * units``, MLP width fitted to the ratio.
 
     With few KV groups (SmolLM2 has 3) ``ratio * G`` is rarely an integer. ``heads="ceil"``
     (default) rounds up: attention is never cut harder than the ratio, the MLP takes the rest
     (measured on SmolLM2 to be the stronger choice, see benchmarks/RESULTS.md); ``"nearest"``
     rounds to the nearest count, ``"keep"`` keeps all heads (MLP-only). If the MLP cannot
-    absorb the rest within half a granularity step, the next KV count that can is used.
+    absorb the rest within half a granularity step, the next count that can is used. On MQA the
+    units are query heads (:func:`head_units`).
     """
     check_ratio(ratio)
-    kv, n = layer_widths(space, ratio, heads)
-    return space.uniform(kv, n)
+    c = layer_choice(space, ratio, heads)
+    return space.uniform(c.kv_groups, c.neurons, heads_per_group=c.heads_per_group)
 
 
 def stats_or_empty(model: nn.Module, stats: list[LayerStats] | None) -> list[LayerStats]:
@@ -219,4 +237,4 @@ def memo(key: str, make: Callable[[], Any]) -> Any:
 
 
 __all__ = ["BASELINES", "Baseline", "HEAD_ROUNDING", "TRAITS", "baseline", "bias_compensated", "calibration_stats",
-           "check_ratio", "forward_batches", "layer_widths", "memo", "ratio_step", "register", "require", "traits", "uniform_subnet"]
+           "check_ratio", "forward_batches", "head_units", "layer_choice", "memo", "ratio_step", "register", "require", "traits", "uniform_subnet"]

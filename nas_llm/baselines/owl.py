@@ -12,7 +12,7 @@ OWL, as their code computes it on the dense model:
 
 Adapted to structured widths (OWL itself prunes single weights): layer l keeps (KV groups, neurons)
 whose share of the layer's parameters is nearest r_l + delta (KV groups rounded up as in our uniform
-Wanda-sp, MLP at granularity 64, :func:`~nas_llm.baselines.base.layer_widths`), one shift delta for
+Wanda-sp, MLP at granularity 64, :func:`~nas_llm.baselines.base.layer_choice`), one shift delta for
 all layers chosen so that the *realised* decoder-param ratio is nearest the request (rounding moves
 it; OWL's mean-equals-target is the delta = 0 case). Which heads/neurons stay: Wanda-sp scores.
 """
@@ -23,11 +23,11 @@ import torch
 import torch.nn as nn
 
 from nas_llm.errors import ConfigError
-from search_spaces import LayerChoice, Ranking, Subnet, SubnetSpace, get_family
+from search_spaces import Ranking, Subnet, SubnetSpace, get_family
 
 from nas_llm.model.importance import LayerStats, scores_from_stats
 
-from .base import Baseline, check_ratio, layer_widths, register, require
+from .base import Baseline, check_ratio, layer_choice, register, require
 
 M_DEFAULT = 5.0
 LAMBDA_DEFAULT = 0.08
@@ -60,7 +60,7 @@ def owl_densities(D: np.ndarray, ratio: float, lam: float = LAMBDA_DEFAULT) -> n
 def structured(space: SubnetSpace, densities: np.ndarray, ratio: float, heads: str = "ceil") -> tuple[Subnet, float]:
     """(subnet, delta): per-layer widths for ``densities + delta``, delta bisected to the nearest realised ratio."""
     def at(delta: float) -> Subnet:
-        return Subnet(tuple(LayerChoice(*layer_widths(space, float(np.clip(d + delta, 1e-6, 1.0)), heads), True) for d in densities))
+        return Subnet(tuple(layer_choice(space, float(np.clip(d + delta, 1e-6, 1.0)), heads) for d in densities))
 
     lo, hi = -1.0, 1.0
     for _ in range(40):  # the realised ratio grows with delta (up to rounding): bisect for the crossing
@@ -74,7 +74,7 @@ def structured(space: SubnetSpace, densities: np.ndarray, ratio: float, heads: s
 
 
 @register("owl-wanda-sp", paper="Yin et al. 2024 (OWL) ratios + Wanda-sp scores", needs="stats", structure="per-layer",
-          granularity=None, reform=None, head_unit="kv-group")
+          granularity=None, reform=None, head_unit="kv-group/mqa-head")
 def owl_wanda_sp(model: nn.Module, ratio: float, stats: list[LayerStats] | None, space: SubnetSpace | None = None,
                  calib: torch.Tensor | None = None, M: float = M_DEFAULT, lam: float = LAMBDA_DEFAULT,
                  heads: str = "ceil") -> Baseline:
@@ -87,7 +87,7 @@ def owl_wanda_sp(model: nn.Module, ratio: float, stats: list[LayerStats] | None,
     subnet, delta = structured(space, dens, ratio, heads)
     sc = scores_from_stats(model, stats, "wanda")
     info = {"outlier_ratio": D.tolist(), "density": dens.tolist(), "delta": delta, "M": M, "lambda": lam}
-    return Baseline("owl-wanda-sp", ratio, subnet, Ranking.from_scores(sc.kv, sc.neurons, None, "owl-wanda-sp"), info=info,
+    return Baseline("owl-wanda-sp", ratio, subnet, Ranking.from_scores(sc.kv, sc.neurons, None, "owl-wanda-sp", sc.heads), info=info,
                     space=space)
 
 

@@ -25,25 +25,25 @@ from .base import Baseline, register, require, stats_or_empty, uniform_subnet
 
 
 @register("magnitude", paper="naive magnitude baseline", needs="nothing", structure="uniform", granularity=None,
-          reform=None, head_unit="kv-group")
+          reform=None, head_unit="kv-group/mqa-head")
 def magnitude(model: nn.Module, ratio: float, stats: list[LayerStats] | None = None, space: SubnetSpace | None = None,
               heads: str = "ceil", calib: torch.Tensor | None = None) -> Baseline:
     """Uniform widths, ranked by weight magnitude (needs no calibration data)."""
     space = space or SubnetSpace.from_model(model)
     sc = scores_from_stats(model, stats_or_empty(model, stats), "magnitude")
-    return Baseline("magnitude", ratio, uniform_subnet(space, ratio, heads), Ranking.from_scores(sc.kv, sc.neurons, None, "magnitude"),
+    return Baseline("magnitude", ratio, uniform_subnet(space, ratio, heads), Ranking.from_scores(sc.kv, sc.neurons, None, "magnitude", sc.heads),
                     space=space)
 
 
 @register("wanda-sp", paper="An et al. 2024 (FLAP), Sec. 5; Sun et al. 2023 (Wanda)", needs="stats", structure="uniform",
-          granularity=None, reform=None, head_unit="kv-group")
+          granularity=None, reform=None, head_unit="kv-group/mqa-head")
 def wanda_sp(model: nn.Module, ratio: float, stats: list[LayerStats] | None, space: SubnetSpace | None = None,
              heads: str = "ceil", calib: torch.Tensor | None = None) -> Baseline:
     """Uniform widths, ranked by Wanda-sp: mean_i |W_ij| * ||X_j||_2 on o/down input channels."""
     require(stats, "wanda-sp")
     space = space or SubnetSpace.from_model(model)
     sc = scores_from_stats(model, stats, "wanda")
-    return Baseline("wanda-sp", ratio, uniform_subnet(space, ratio, heads), Ranking.from_scores(sc.kv, sc.neurons, None, "wanda-sp"),
+    return Baseline("wanda-sp", ratio, uniform_subnet(space, ratio, heads), Ranking.from_scores(sc.kv, sc.neurons, None, "wanda-sp", sc.heads),
                     space=space)
 
 
