@@ -14,6 +14,7 @@ Finished runs are reused (``--resume``), so an interrupted benchmark continues.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,11 +37,16 @@ def cut_counts(space, subnet) -> dict:
 
 
 def finished(out: Path, evaluations: int) -> bool:
-    """The search in ``out`` spent its budget (its checkpoint counts the evaluations done)."""
+    """The search in ``out`` spent its budget: its checkpoint (written before each generation is asked for) or its
+    hypervolume log (one line per finished generation, the last one too) counts the evaluations done."""
+    import csv
     import json
 
-    ck = out / "checkpoint.json"
-    return ck.is_file() and int(json.loads(ck.read_text()).get("evaluations", 0)) >= evaluations
+    ck, hv = out / "checkpoint.json", out / "hypervolume.csv"
+    done = int(json.loads(ck.read_text()).get("evaluations", 0)) if ck.is_file() else 0
+    if hv.is_file():
+        done = max([done] + [int(r["evaluations"]) for r in csv.DictReader(hv.open())])
+    return done >= evaluations
 
 
 def one(ratio: float, query_heads: bool, args, model, tok, calib, windows) -> dict:
@@ -51,6 +57,9 @@ def one(ratio: float, query_heads: bool, args, model, tok, calib, windows) -> di
     from nas_llm.search import run_search
 
     out = Path(args.runs) / f"qh{round(100 * ratio)}-{'on' if query_heads else 'off'}"
+    saved = out / "query_heads_row.json"  # this row, written once scored: a rerun after a cut does not redo it
+    if saved.is_file():
+        return json.loads(saved.read_text())
     config = search_config(ratio, str(out), args.seed, query_heads=query_heads, resume=(out / "run.json").is_file())
     t0 = time.perf_counter()
     if not finished(out, config.evaluations):  # front.json is written every generation: not a sign of the end
@@ -58,14 +67,25 @@ def one(ratio: float, query_heads: bool, args, model, tok, calib, windows) -> di
     search_s = time.perf_counter() - t0
     run = Run(out)
     subnet, rid = front_member(out, ratio)
-    row = run.table().set_index("id").loc[rid]
+    scored = run.table().set_index("id").loc[rid]
     plan = run.ranking().resolve(subnet)
     m = reform_model(model, plan, calib, "admm", subnet)
     space = run_space(run, model)
-    return {"run": str(out), "command": run.settings().get("command"), "search_s": round(search_s, 1),
-            "space": run.settings().get("space"), "pick": rid, "source": str(row.get("source")),
-            "params_ratio": space.ratio(subnet), "valid_perplexity_reformed": float(row["perplexity_reformed"]),
+    row = {"run": str(out), "command": run.settings().get("command"), "search_s": round(search_s, 1),
+            "objective_s": round(objective_seconds(out), 1),
+            "space": run.settings().get("space"), "pick": rid, "source": str(scored.get("source")),
+            "params_ratio": space.ratio(subnet), "valid_perplexity_reformed": float(scored["perplexity_reformed"]),
             "test_ppl": perplexity(m, windows, batch_size=1), "subnet": subnet.to_dict(), **cut_counts(space, subnet)}
+    saved.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def objective_seconds(out: Path) -> float:
+    """Objective time the run's journal records (all sessions of a resumed search, unlike ``search_s``)."""
+    import json
+
+    lines = (out / "evaluations.jsonl").read_text().splitlines()
+    return sum(float(json.loads(x).get("time_s") or 0.0) for x in lines if x.strip())
 
 
 def run_space(run, model):
@@ -101,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
           "Same search per ratio (perplexity_reformed vs params_ratio in the band, 96 evaluations, 8 x 2048 tokens, seed "
           f"{args.seed}); pick ADMM-reformed on 32 x 256 WikiText-2 valid; WikiText-2 test {args.windows} x 2048.\n",
           "| ratio | query heads | pick params | valid ppl (reformed) | test ppl | query heads cut (inside groups) | KV groups cut | "
-          "layers with a head cut | search |", "|---|---|---|---|---|---|---|---|---|"]
+          "layers with a head cut | search (this call) | objective time (journal) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for k, r in rows.items():
         ratio, mode = k.split("-")
         md.append(f"| {float(ratio):.0%} | {mode} | {r['params_ratio']:.4f} | {r['valid_perplexity_reformed']:.2f} | {r['test_ppl']:.2f} | "
                   f"{r['query_heads_cut']} ({r['query_heads_cut_inside_groups']}) | {r['kv_groups_cut']} | "
-                  f"{r['layers_with_query_head_cuts']} | {r['search_s'] / 60:.1f} min |")
+                  f"{r['layers_with_query_head_cuts']} | {r['search_s'] / 60:.1f} min | {r['objective_s'] / 60:.1f} min |")
     md += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows.values()]
     print("\n".join(md))
     if not args.no_write:
