@@ -15,13 +15,14 @@ from test_evaluate import NetworkGuard
 from test_select import ROWS, make_run
 
 
-def _dense_masked_logits(run: Run, row_id: int, ids: torch.Tensor) -> torch.Tensor:
+def _dense_masked_logits(run: Run, row_id: int, ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Reference: the dense model computing as the subnet (input-channel masks), no slicing involved."""
     from search_spaces import Subnet
 
     from nas_llm import load_model
 
     model, _ = load_model(run.settings()["model"])
+    model = model.to(dtype)
     subnet = Subnet.from_json(run.table().set_index("id").loc[row_id, "subnet"])
     with torch.no_grad(), masked(model, run.ranking().resolve(subnet)):
         return model(ids).logits
@@ -121,11 +122,11 @@ def test_smollm2_export_and_evaluate_all_tasks(tmp_path, monkeypatch, smollm2):
     assert main(["export", str(run.path), "--pick", "knee", "--out", str(out)]) == 0
     knee = pick(run, "knee").id
     assert knee == 1
-    model = load_subnet(out)
+    model = load_subnet(out).double()  # float64 on both sides: 30 cut layers in fp32 differ by ~1e-4 relative
     ids = torch.randint(0, 49152, (1, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         got = model(ids).logits
-    torch.testing.assert_close(got, _dense_masked_logits(run, knee, ids), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(got, _dense_masked_logits(run, knee, ids, torch.float64), rtol=1e-6, atol=1e-6)
     guard = NetworkGuard(monkeypatch)
     assert main(["evaluate", str(out), "--seq-len", "256", "--max-windows", "2", "--limit", "4", "--batch-size", "8"]) == 0
     assert guard.attempts == []
