@@ -60,7 +60,8 @@ def one(ratio: float, query_heads: bool, args, model, tok, calib, windows) -> di
     saved = out / "query_heads_row.json"  # this row, written once scored: a rerun after a cut does not redo it
     if saved.is_file():
         return json.loads(saved.read_text())
-    config = search_config(ratio, str(out), args.seed, query_heads=query_heads, resume=(out / "run.json").is_file())
+    config = search_config(ratio, str(out), args.seed, query_heads=query_heads, resume=(out / "run.json").is_file(),
+                           threads=args.threads)
     t0 = time.perf_counter()
     if not finished(out, config.evaluations):  # front.json is written every generation: not a sign of the end
         run_search(config, model=model, tokenizer=tok)
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs", help="folder of the search runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--windows", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="torch threads of the searches (0: the cores the load leaves free, "
+                   "which counts this process's own previous search: pass 2 on an otherwise idle 2-core machine)")
     p.add_argument("--no-write", action="store_true", help="raw JSON only; RESULTS.md untouched")
     args = p.parse_args(argv)
     from benchmarks.quality import PROTOCOLS, setup
