@@ -9,7 +9,8 @@ the table says how many query heads each pick cut (and KV groups, neurons).
 
     flock /tmp/nasllm-heavy.lock python benchmarks/query_heads.py                 # runs/qh80-on ... runs/qh90-off
     flock /tmp/nasllm-heavy.lock python benchmarks/query_heads.py --ratios 0.8    # one ratio
-Finished runs are reused (``--resume``), so an interrupted benchmark continues.
+Finished runs are reused (``--resume``), so an interrupted benchmark continues; rows of ratios not given are kept
+from the raw JSON (``results/query_heads.json``), so ``--ratios 0.9`` adds the 90 % pair to the 80 % one.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._results import command_line, header, machine, save_raw, write_section  # noqa: E402
+from benchmarks._results import RAW_DIR, command_line, header, machine, save_raw, write_section  # noqa: E402
 
 
 def cut_counts(space, subnet) -> dict:
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model, tok, _, calib, _ = setup(PROTOCOLS["main"])
     windows = eval_windows(tok, "wikitext2-test", seq_len=2048, max_windows=args.windows)
-    rows = {}
+    raw = RAW_DIR / "query_heads.json"  # rows of ratios measured earlier (another session, a fresh checkout) are kept
+    rows = dict(json.loads(raw.read_text())["rows"]) if raw.is_file() else {}
     for r in args.ratios:
         for qh in (True, False):
             key = f"{r:g}-{'on' if qh else 'off'}"
@@ -125,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.seed}); pick ADMM-reformed on 32 x 256 WikiText-2 valid; WikiText-2 test {args.windows} x 2048.\n",
           "| ratio | query heads | pick params | valid ppl (reformed) | test ppl | query heads cut (inside groups) | KV groups cut | "
           "layers with a head cut | search (this call) | objective time (journal) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for k, r in rows.items():
+    for k, r in sorted(rows.items(), key=lambda kv: (float(kv[0].split("-")[0]), kv[0].endswith("off"))):
         ratio, mode = k.split("-")
         md.append(f"| {float(ratio):.0%} | {mode} | {r['params_ratio']:.4f} | {r['valid_perplexity_reformed']:.2f} | {r['test_ppl']:.2f} | "
                   f"{r['query_heads_cut']} ({r['query_heads_cut_inside_groups']}) | {r['kv_groups_cut']} | "
                   f"{r['layers_with_query_head_cuts']} | {r['search_s'] / 60:.1f} min | {r['objective_s'] / 60:.1f} min |")
-    md += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows.values()]
+    md += ["", "Commands (a ratio not rerun keeps its row from the raw JSON, measured earlier):", ""] + [f"- `{r['command']}`" for r in rows.values()]
     print("\n".join(md))
     if not args.no_write:
         write_section("query_heads", "\n".join(md))
