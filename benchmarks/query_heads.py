@@ -41,7 +41,6 @@ def finished(out: Path, evaluations: int) -> bool:
     """The search in ``out`` spent its budget: its checkpoint (written before each generation is asked for) or its
     hypervolume log (one line per finished generation, the last one too) counts the evaluations done."""
     import csv
-    import json
 
     ck, hv = out / "checkpoint.json", out / "hypervolume.csv"
     done = int(json.loads(ck.read_text()).get("evaluations", 0)) if ck.is_file() else 0
@@ -84,8 +83,6 @@ def one(ratio: float, query_heads: bool, args, model, tok, calib, windows) -> di
 
 def objective_seconds(out: Path) -> float:
     """Objective time the run's journal records (all sessions of a resumed search, unlike ``search_s``)."""
-    import json
-
     lines = (out / "evaluations.jsonl").read_text().splitlines()
     return sum(float(json.loads(x).get("time_s") or 0.0) for x in lines if x.strip())
 

@@ -315,9 +315,8 @@ def kquant_fallbacks(path: str | os.PathLike) -> dict[str, dict[int, list[str]]]
         name = ""
     if "_K" not in name:  # the type asked of the quantiser (a file whose every map fell back has no k-quant tensor)
         return {}
-    tensors = reader.tensors
     out: dict[str, dict[int, list[str]]] = {}
-    for t in tensors:
+    for t in reader.tensors:
         role = t.name.split(".")[-2] if t.name.startswith("blk.") else ""
         cols = int(t.shape[0])  # gguf-py lists ne[0] (the row length) first
         if role in CUT_INPUTS and cols % QK_K and t.tensor_type not in kquants and t.tensor_type not in (T.F32, T.F16):
