@@ -118,8 +118,8 @@ def reform_model(model, plan, calib: torch.Tensor, method: str, subnet=None):
 
 def front_member(run_dir: Path, ratio: float, tol: float = 0.015):
     """The Pareto-front member of a search run for ``ratio``: lowest calibration perplexity (reformed, if the
-    run searched on ``perplexity_reformed``) among
-    members within ``tol`` of the ratio (one uniform 64-neuron step of SmolLM2 is ~0.03), else the
+    run searched on ``perplexity_reformed``) among the members inside the run's params-ratio band when it has one
+    near ``ratio``, else among members within ``tol`` of the ratio (one uniform 64-neuron step of SmolLM2 is ~0.03), else the
     member nearest the ratio."""
     from nas_llm.run import Run
     from search_spaces import Subnet
@@ -138,7 +138,13 @@ def front_member(run_dir: Path, ratio: float, tol: float = 0.015):
         front = front[~front["is_reformed"].fillna(False).astype(bool)]  # reformation is the +admm row's job
     if front.empty:
         raise ValueError(f"{run_dir}: the Pareto front is empty")
-    close = front[(front["params_ratio"] - ratio).abs() <= tol]
+    band = next((c for c in run.settings().get("constraints", []) if c.get("objective") == "params_ratio"), None)
+    if band is not None and band.get("lo") is not None and band.get("hi") is not None \
+            and band["hi"] - band["lo"] <= 2 * tol + 1e-9 and band["lo"] - 1e-9 <= ratio <= band["hi"] + tol:
+        # a narrow band search for this ratio: its own band is the choice (e.g. capped at uniform Wanda-sp's params)
+        close = front[(front["params_ratio"] >= band["lo"] - 1e-9) & (front["params_ratio"] <= band["hi"] + 1e-9)]
+    else:
+        close = front[(front["params_ratio"] - ratio).abs() <= tol]
     ppl = next((c for c in ("perplexity_reformed", "perplexity") if c in front), None)
     row = close.loc[close[ppl].idxmin()] if len(close) and ppl else \
         front.iloc[(front["params_ratio"] - ratio).abs().argsort().iloc[0]]
@@ -182,7 +188,7 @@ def build(method: str, ratio: float, model, stats_fn, calib, space, run_dir: Pat
     else:
         t0 = time.perf_counter()
         stats = stats_fn() if B.traits(base)["needs"] == "stats" else None
-        b = B.baseline(base, model, ratio, stats=stats, space=space, calib=calib)
+        b = B.baseline(base, model, ratio, stats=stats, space=space, calib=calib, progress=True)
         subnet, ranking, space = b.subnet, b.ranking, b.space  # FLAP (faithful) lives in a granularity-1 space
         info.update({k: v for k, v in b.info.items() if k != "block_influence"}, select_s=round(time.perf_counter() - t0, 1))
     plan = ranking.resolve(subnet)

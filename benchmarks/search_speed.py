@@ -32,15 +32,27 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._results import command_line, header, machine, save_raw, write_section  # noqa: E402
 
 
-def search_config(ratio: float, out: str, seed: int = 0, **kw):
-    """The r80L/r90L search at ``ratio`` with today's speed settings (``kw`` overrides any field)."""
+def search_config(ratio: float, out: str, seed: int = 0, band: tuple[float, float] | None = None, **kw):
+    """The r80L/r90L search at ``ratio`` with today's speed settings (``kw`` overrides any field); ``band``: the
+    params-ratio constraint (default ``ratio +- 0.015``)."""
     from nas_llm.search import SearchConfig
 
+    lo, hi = band or (ratio - 0.015, ratio + 0.015)
     base = dict(out=out, objectives=["perplexity_reformed", "params_ratio"], seed=seed,
-                constraints=[f"params_ratio in [{ratio - 0.015:.3f},{ratio + 0.015:.3f}]"], allow_layer_drop=False,
+                constraints=[f"params_ratio in [{lo:.4f},{hi:.4f}]"], allow_layer_drop=False,
                 importance="wanda", evaluations=96, pop_size=16, ppl_samples=8, ppl_seq_len=2048, screen=0.125,
                 progress=False)
     return SearchConfig(**{**base, **kw})
+
+
+def uniform_band(model, ratio: float, width: float = 0.03) -> tuple[float, float]:
+    """``[u - width, u]`` with ``u`` the params ratio of uniform Wanda-sp's subnet at ``ratio`` (the MLP-only uniform
+    subnet nearest it): every pick then has equal or fewer decoder params than the baseline it is compared with."""
+    from search_spaces import SubnetSpace
+
+    space = SubnetSpace.from_model(model, granularity=64, allow_layer_drop=False)
+    u = space.ratio(space.uniform_at_ratio(ratio, "mlp"))
+    return round(u - width, 4), round(u, 4)
 
 
 def problem(config, threads: int):
@@ -172,12 +184,16 @@ def bf16_md(r: dict) -> str:
 
 # -- the search -----------------------------------------------------------------------------------------------
 def search_cmd(args) -> dict:
+    from nas_llm import load_model
     from nas_llm.search import run_search
 
     out = Path(args.out)
-    config = search_config(args.ratio, str(out), args.seed, resume=(out / "run.json").is_file(), threads=args.threads)
+    model, tok = load_model("smollm2-135m")
+    band = uniform_band(model, args.ratio) if args.band == "uniform" else None
+    config = search_config(args.ratio, str(out), args.seed, band=band, resume=(out / "run.json").is_file(),
+                           threads=args.threads)
     t0 = time.perf_counter()
-    run_search(config)
+    run_search(config, model=model, tokenizer=tok)
     return {**summarise(out, args.ratio), "process_s": time.perf_counter() - t0}
 
 
@@ -198,7 +214,7 @@ def summarise(run_dir: Path, ratio: float | None = None) -> dict:
         low = np.where(df[f"perplexity_reformed@{f:g}"].notna(), round(f * n), low)
     top = (df["fidelity"] >= 1) & df["source"].ne("dense")
     windows = {"screen": int(low.sum()), "full": int(top.sum()) * n, "screen_dtype": (s.get("search") or {}).get("screen_dtype")}
-    _, pid = front_member(run_dir, ratio)
+    _, pid = front_member(run_dir, ratio)  # the run's own band
     pick = df[df["id"] == pid].iloc[0]
     uni = df[df["source"] == "uniform"]
     uni = uni.loc[(uni["params_ratio"] - ratio).abs().idxmin()]
@@ -243,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["bf16"].add_argument("--seq-len", type=int, default=2048)
     sub.choices["search"].add_argument("--out", required=True)
     sub.choices["search"].add_argument("--seed", type=int, default=0)
+    sub.choices["search"].add_argument("--band", choices=("uniform", "centred"), default="uniform",
+                                       help="params band: [u - 0.03, u] with u = uniform Wanda-sp's params at --ratio "
+                                            "(picks never have more params than it), or --ratio +- 0.015")
     sub.choices["report"].add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args(argv)
     if args.cmd in ("flops", "bf16") and args.threads <= 0:

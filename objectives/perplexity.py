@@ -19,7 +19,8 @@ least-squares refit of the cut maps, so a search ranks subnets by what reformati
 Two more savings, both settings of the objective: the LM head runs in chunks of ``head_chunk`` tokens
 (``nas_llm.model.metrics.head_row_nll``: no ``[rows, L, vocab]`` logits), and ``screen_dtype="bfloat16"``
 scores the *screening* fidelities (``at_fidelity(f < 1)``) under ``torch.autocast`` -- full fidelity is
-always float32, and a bfloat16 batch is never reused for a float32 value.
+always float32, and a bfloat16 batch is never reused for a float32 value. Whether bfloat16 is faster
+depends on the CPU: :func:`fastest_dtype` measures it (the search's ``--screen-dtype auto``).
 """
 from __future__ import annotations
 
@@ -40,6 +41,26 @@ from search_spaces import Plan, Subnet, get_family
 SCREEN_DTYPES = ("float32", "bfloat16")
 
 from .base import OBJECTIVES, Context, Objective
+
+
+def fastest_dtype(m: int = 2048, k: int = 576, n: int = 1536, min_run_time: float = 0.25) -> tuple[str, dict[str, float]]:
+    """The faster of :data:`SCREEN_DTYPES` for a decoder-shaped product on this CPU, and each one's GFLOP/s.
+
+    Why measure: bfloat16 screening pays only where the CPU computes bfloat16 natively (AVX512-BF16, AMX);
+    elsewhere torch emulates it and it is several times *slower* than float32 (measured on a 2-core Xeon
+    without AVX512-BF16: 60 vs 265 GFLOP/s for this product; on an earlier host bfloat16 was x1.58 faster).
+    Runs at the current ``torch.get_num_threads()``, about ``2 * min_run_time`` seconds.
+    """
+    import torch.utils.benchmark as tb
+
+    speeds = {}
+    for name in SCREEN_DTYPES:
+        dt = getattr(torch, name)
+        a, w = torch.randn(m, k, dtype=dt), torch.randn(n, k, dtype=dt)
+        t = tb.Timer("linear(a, w)", globals={"linear": torch.nn.functional.linear, "a": a, "w": w},
+                     num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=min_run_time)
+        speeds[name] = round(2.0 * m * k * n / t.median / 1e9, 1)
+    return max(SCREEN_DTYPES, key=lambda d: speeds[d]), speeds
 
 
 def perplexity_of(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 4) -> float:

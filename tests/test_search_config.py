@@ -174,7 +174,7 @@ def test_screen_dtypes_match_the_objective():
     ({"algorithm": "nsga4"}, r"--algorithm 'nsga4' is not one of auto, nsga2, nsga3"),
     ({"join_timeout": -1.0}, r"--join-timeout must be a number >= 0"),
     ({"halving": 1}, r"--halving 1 would promote every row"),
-    ({"screen_dtype": "float16"}, r"--screen-dtype 'float16' is not one of float32, bfloat16"),
+    ({"screen_dtype": "float16"}, r"--screen-dtype 'float16' is not one of auto, float32, bfloat16"),
     ({"head_chunk": -1}, r"--head-chunk must be a number >= 0"),
     ({"sens_samples": 0}, r"--sens-samples must be a number >= 1"),
 ])

@@ -67,7 +67,9 @@ def test_run_search_writes_the_folder_from_the_config(tmp_path, calib):
     run = Run(cfg.out)
     assert len(res.table) == 8 == len(run.table()) and run.ranking_file.is_file()
     s = run.settings()
-    assert SearchConfig.from_json(s, out=cfg.out) == cfg
+    # --screen-dtype auto (the default) is stored as the dtype measured faster when the run started
+    assert s["search"]["screen_dtype"] == s["screen_dtype_probe"]["chosen"] in ("float32", "bfloat16")
+    assert SearchConfig.from_json(s, out=cfg.out) == replace(cfg, screen_dtype=s["search"]["screen_dtype"])
     assert [o["name"] for o in s["objectives"]] == ["params_ratio", "kv_cache_bytes"] and s["n_calls"] == 8
     assert res.context.space.num_layers == 4  # the context the search used, for --reform
     # the space's size, by hand: tiny llama-gqa, 4 layers of 3 KV groups x 1..2 query heads x 3 widths (32/64/96),
@@ -95,6 +97,32 @@ def test_resume_with_other_settings_refuses_before_writing_anything(tmp_path, ca
         search(cfg)
     res = search(replace(cfg, resume=True, evaluations=12))  # the same settings and a larger budget continue
     assert len(res.table) == 12 and res.table["id"].is_unique and res.table["key"].is_unique
+
+
+def test_auto_screen_dtype_is_measured_once_and_kept_on_resume(tmp_path, calib, monkeypatch):
+    """A new run records the probe's choice; a resume with ``auto`` keeps the run's dtype whatever the probe
+    says now (its screening values were computed in it), and an explicit other dtype is a settings change."""
+    import objectives.perplexity as P
+
+    monkeypatch.setattr(P, "fastest_dtype", lambda: ("bfloat16", {"float32": 1.0, "bfloat16": 2.0}))
+    cfg = make_config(tmp_path, calib, objectives=["perplexity", "params_ratio"], ppl_samples=2, ppl_seq_len=16)
+    search(cfg)
+    s = Run(cfg.out).settings()
+    assert s["search"]["screen_dtype"] == "bfloat16" and s["screen_dtype_probe"]["gflops"]["bfloat16"] == 2.0
+    assert "--screen-dtype bfloat16" in s["command"]  # the reproduce command is explicit
+    monkeypatch.setattr(P, "fastest_dtype", lambda: pytest.fail("a resume must not probe"))
+    res = search(replace(cfg, resume=True, evaluations=12))
+    assert len(res.table) == 12 and Run(cfg.out).settings()["search"]["screen_dtype"] == "bfloat16"
+    with pytest.raises(ConfigError, match="--screen-dtype 'bfloat16' \\(run\\) vs 'float32' \\(now\\)"):
+        search(replace(cfg, resume=True, evaluations=12, screen_dtype="float32"))
+
+
+def test_fastest_dtype_measures_both():
+    from objectives.perplexity import SCREEN_DTYPES, fastest_dtype
+
+    best, speeds = fastest_dtype(64, 64, 64, min_run_time=0.01)
+    assert set(speeds) == set(SCREEN_DTYPES) and all(v > 0 for v in speeds.values())
+    assert speeds[best] == max(speeds.values())
 
 
 def test_one_writer_per_run_folder(tmp_path, calib, capsys):

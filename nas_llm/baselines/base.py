@@ -119,11 +119,16 @@ def traits(name: str) -> dict[str, Any]:
 
 
 def baseline(name: str, model: nn.Module, ratio: float, stats: list[LayerStats] | None = None, space: SubnetSpace | None = None,
-             calib: torch.Tensor | None = None, **kwargs: Any) -> Baseline:
-    """``BASELINES[name]`` on ``model`` at ``ratio``; statistics are computed from ``calib`` when missing."""
+             calib: torch.Tensor | None = None, progress: bool = False, **kwargs: Any) -> Baseline:
+    """``BASELINES[name]`` on ``model`` at ``ratio``; statistics are computed from ``calib`` when missing.
+    ``progress``: a bar for the baselines that take one (a ``progress`` parameter: SLEB's greedy order runs for minutes)."""
+    import inspect
+
     fn = BASELINES.resolve(name)
     if fn.needs == "stats" and stats is None and calib is not None:
-        stats = calibration_stats(model, calib, progress=False)
+        stats = calibration_stats(model, calib, progress=progress)
+    if "progress" in inspect.signature(fn).parameters:
+        kwargs.setdefault("progress", progress)
     return fn(model, ratio, stats=stats, space=space, calib=calib, **kwargs)
 
 

@@ -87,8 +87,9 @@ class SearchConfig:
     halving: int = _opt(4, "successive halving: after each generation the best 1/ETA of the rows at each fidelity "
                            "(--screen, --screen x ETA, ..., 1) move up one; 0: re-score --rescore-fronts fronts instead",
                         lo=0, metavar="ETA")
-    screen_dtype: str = _opt("bfloat16", "dtype of the scores below full fidelity (full fidelity is always float32)",
-                             choices=SCREEN_DTYPES)
+    screen_dtype: str = _opt("auto", "dtype of the scores below full fidelity (full fidelity is always float32); auto: "
+                                     "the faster one on this CPU, measured when the run starts and recorded in run.json",
+                             choices=("auto",) + SCREEN_DTYPES)
     head_chunk: int = _opt(256, "perplexity objectives: tokens per LM-head chunk (0: the full logits at once)", lo=0)
     alloc: bool = _opt(True, "no allocation seeds (first generation: per-layer sensitivity + knapsack DP)",
                        flag="--no-alloc")
@@ -193,12 +194,24 @@ class SearchConfig:
         screen_rows = max(1, round(self.ppl_samples * self.screen)) if 0 < self.screen < 1 else 8
         ppl = {"source": self.calibration, "n_samples": self.ppl_samples, "seq_len": self.ppl_seq_len,
                "seed": self.calib_seed, "batch_size": min(screen_rows, self.ppl_samples), "head_chunk": self.head_chunk,
-               "screen_dtype": self.screen_dtype}
+               "screen_dtype": self.concrete_screen_dtype()[0]}
         # reformed perplexity: reform on the run's calibration windows (what `reform` and the benchmarks refit on),
         # score on other windows (seed + 1), or the score would reward cutting more
         reformed = {**ppl, "seed": self.calib_seed + 1, "reform_samples": self.calib_samples,
                     "reform_seq_len": self.calib_seq_len, "reform_seed": self.calib_seed}
         return {"perplexity": ppl, "perplexity_reformed": reformed}
+
+    def concrete_screen_dtype(self, stored: dict | None = None) -> tuple[str, dict | None]:
+        """``screen_dtype`` with ``auto`` resolved: the value an existing run recorded (``stored``: its run.json), else
+        the faster dtype measured now (:func:`objectives.perplexity.fastest_dtype`, returned as the second item)."""
+        if self.screen_dtype != "auto":
+            return self.screen_dtype, None
+        if stored is not None:
+            return SearchConfig.from_json(stored, out=self.out).screen_dtype, None
+        from objectives.perplexity import fastest_dtype
+
+        dtype, speeds = fastest_dtype()
+        return dtype, {"chosen": dtype, "gflops": speeds}
 
     # -- validation ---------------------------------------------------------------------------------
     def validate(self) -> "SearchConfig":

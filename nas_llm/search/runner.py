@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import replace
 from typing import Any, Iterator
 
 from nas_llm.errors import ConfigError, NasLLMError, RunFolderError
@@ -57,13 +58,16 @@ def run_search(config: SearchConfig, *, model: Any = None, tokenizer: Any = None
     config.validate()
     run = Run(config.out)
     with search_lock(config), torch_threads(config.threads) as threads:
+        # --screen-dtype auto: an existing run's recorded dtype, else the faster one on this CPU (at these threads)
+        dtype, probe = config.concrete_screen_dtype(run.settings() if run.exists() else None)
+        config = replace(config, screen_dtype=dtype)
         check_run_folder(config, run)
         t_setup = time.perf_counter()
         sp = build_problem(config, run, model, tokenizer)
         alloc = allocation_seeds(config, sp, run)
         sp.setup()
         settings = {**_settings(config, sp, run), "threads": threads, "setup_s": round(time.perf_counter() - t_setup, 2),
-                    **({"alloc": alloc} if alloc else {})}
+                    **({"alloc": alloc} if alloc else {}), **({"screen_dtype_probe": probe} if probe else {})}
         if not config.join:
             sp.ctx.ranking.save(run.ranking_file)
             run.write_settings(settings)
