@@ -197,6 +197,14 @@ def search_cmd(args) -> dict:
     return {**summarise(out, args.ratio), "process_s": time.perf_counter() - t0}
 
 
+def _mlp_only(subnet_json: str, dense_json: str) -> bool:
+    """A seed that cuts MLP neurons only (attention and layers as the dense model's): uniform Wanda-sp's shape."""
+    d, full = json.loads(subnet_json), json.loads(dense_json)
+    heads = d.get("heads_per_group")
+    return (d["kv_groups"] == full["kv_groups"] and all(d["keep"])
+            and (heads is None or heads == full.get("heads_per_group", heads)))
+
+
 def summarise(run_dir: Path, ratio: float | None = None) -> dict:
     """Wall time, scoring work and the pick (lowest search value within 0.015 of the ratio) of a finished run."""
     import pandas as pd
@@ -216,8 +224,12 @@ def summarise(run_dir: Path, ratio: float | None = None) -> dict:
     windows = {"screen": int(low.sum()), "full": int(top.sum()) * n, "screen_dtype": (s.get("search") or {}).get("screen_dtype")}
     _, pid = front_member(run_dir, ratio)  # the run's own band
     pick = df[df["id"] == pid].iloc[0]
-    uni = df[df["source"] == "uniform"]
-    uni = uni.loc[(uni["params_ratio"] - ratio).abs().idxmin()]
+    dense = df[df["source"] == "dense"]["subnet"].iloc[0]
+    uni = df[(df["source"] == "uniform") & (df["fidelity"] >= 1) & df["subnet"].map(lambda j: _mlp_only(j, dense))]
+    if uni.empty:
+        raise SystemExit(f"{run_dir}: no MLP-only uniform seed scored at full fidelity to compare the pick with")
+    # the band's top is uniform Wanda-sp's size (search --band uniform): compare with that seed, not the nearest one
+    uni = uni.loc[(uni["params_ratio"] - band["hi"]).abs().idxmin()]
     return {"run": run_dir.name, "command": s.get("command"), "wall_s": s.get("wall_s"), "evaluations": len(df),
             "objective_calls": s.get("n_calls"), "full_fidelity": int((df["fidelity"] >= 1).sum()),
             "windows": windows, "sensitivity_s": (s.get("alloc") or {}).get("sensitivity_s"),

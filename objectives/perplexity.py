@@ -49,18 +49,26 @@ def fastest_dtype(m: int = 2048, k: int = 576, n: int = 1536, min_run_time: floa
     Why measure: bfloat16 screening pays only where the CPU computes bfloat16 natively (AVX512-BF16, AMX);
     elsewhere torch emulates it and it is several times *slower* than float32 (measured on a 2-core Xeon
     without AVX512-BF16: 60 vs 265 GFLOP/s for this product; on an earlier host bfloat16 was x1.58 faster).
-    Runs at the current ``torch.get_num_threads()``, about ``2 * min_run_time`` seconds.
+    Runs at the current ``torch.get_num_threads()``, about ``2 * min_run_time`` seconds, once per process and
+    thread count (the answer is kept: config helpers ask for it on every call).
     """
     import torch.utils.benchmark as tb
 
+    key = (m, k, n, min_run_time, torch.get_num_threads())
+    if key in _FASTEST:
+        return _FASTEST[key][0], dict(_FASTEST[key][1])
     speeds = {}
     for name in SCREEN_DTYPES:
         dt = getattr(torch, name)
         a, w = torch.randn(m, k, dtype=dt), torch.randn(n, k, dtype=dt)
         t = tb.Timer("linear(a, w)", globals={"linear": torch.nn.functional.linear, "a": a, "w": w},
                      num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=min_run_time)
-        speeds[name] = round(2.0 * m * k * n / t.median / 1e9, 1)
-    return max(SCREEN_DTYPES, key=lambda d: speeds[d]), speeds
+        speeds[name] = float(f"{2.0 * m * k * n / t.median / 1e9:.4g}")  # 4 digits: a tiny probe is not 0.0
+    _FASTEST[key] = (max(SCREEN_DTYPES, key=lambda d: speeds[d]), speeds)
+    return _FASTEST[key][0], dict(speeds)
+
+
+_FASTEST: dict[tuple, tuple[str, dict[str, float]]] = {}
 
 
 def perplexity_of(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 4) -> float:

@@ -125,6 +125,19 @@ def test_fastest_dtype_measures_both():
     assert speeds[best] == max(speeds.values())
 
 
+def test_fastest_dtype_is_measured_once_per_thread_count(monkeypatch):
+    """Config helpers ask on every call: the second answer comes from the first measurement, not a new timing."""
+    import torch.utils.benchmark as tb
+
+    from objectives.perplexity import fastest_dtype
+
+    first = fastest_dtype(32, 32, 32, min_run_time=0.01)
+    monkeypatch.setattr(tb, "Timer", lambda *a, **k: pytest.fail("measured again"))
+    assert fastest_dtype(32, 32, 32, min_run_time=0.01) == first
+    with pytest.raises(pytest.fail.Exception, match="measured again"):
+        fastest_dtype(32, 32, 48, min_run_time=0.01)  # another shape is another measurement
+
+
 def test_one_writer_per_run_folder(tmp_path, calib, capsys):
     cfg = make_config(tmp_path, calib)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
