@@ -11,6 +11,8 @@ leaves RESULTS.md alone, for smokes):
     # how the pick was made (source tag: alloc / alloc-mut = descends from the allocation seeds)
     flock /tmp/nasllm-heavy.lock python benchmarks/search_speed.py search --ratio 0.8 --out runs/s80
     python benchmarks/search_speed.py report runs/s80 runs/s80s1 runs/s90     # table from finished run folders
+    # what other promotion rules would have cost on finished runs (exact replay: the offspring do not depend on them)
+    python benchmarks/search_speed.py replay runs/s80-0 runs/s80-1
 
 The search's other settings are those of runs r80L/r90L (RESULTS.md "Search cost"): ``--objectives
 perplexity_reformed,params_ratio --constraint "params_ratio in [r-0.015,r+0.015]" --no-layer-drop --importance
@@ -235,9 +237,79 @@ def summarise(run_dir: Path, ratio: float | None = None) -> dict:
             "windows": windows, "sensitivity_s": (s.get("alloc") or {}).get("sensitivity_s"),
             "alloc_seeds": (s.get("alloc") or {}).get("seeds"), "threads": s.get("threads"), "setup_s": s.get("setup_s"),
             "pick": {"id": pid, "source": pick["source"], "params_ratio": float(pick["params_ratio"]),
-                     "value": float(pick["perplexity_reformed"])},
+                     "value": float(pick["perplexity_reformed"]), "subnet": json.loads(pick["subnet"])},
             "uniform": {"id": int(uni["id"]), "params_ratio": float(uni["params_ratio"]),
                         "value": float(uni["perplexity_reformed"])}}
+
+
+def replay(run_dir: Path, rungs: list[float], eta: int, capped: bool = False) -> dict:
+    """Which rows a promotion rule would have taken to each rung of a finished run, and the windows it costs.
+
+    Exact for the run's own rows: NSGA-II selects on the screening column, so the offspring are the same whatever
+    the promotion rule (rows a rule promotes that the run did not are listed as ``unknown``: their value there was
+    never measured). ``capped``: at most ``ceil(n / eta)`` promotions per rung in all (synchronous halving) instead
+    of ASHA's "the best 1/eta now"."""
+    import math
+
+    import pandas as pd
+
+    from nas_llm.search.halving import best_fraction
+
+    s = json.loads((run_dir / "run.json").read_text())
+    n_win = int(s["objective_args"]["perplexity_reformed"]["n_samples"])
+    df = pd.read_csv(run_dir / "evaluations.csv")
+
+    def col(f: float) -> str:
+        return "perplexity_reformed" if f >= 1 else f"perplexity_reformed@{f:g}"
+
+    level: dict[int, float] = {}
+    for g in sorted(df["generation"].unique()):
+        rows = df[df["generation"] <= g]
+        for r in rows["id"]:
+            level.setdefault(int(r), rungs[0])
+        for i, f in enumerate(rungs[:-1]):
+            at = rows[rows["feasible"] & rows["id"].map(lambda r: level[int(r)] >= f)]
+            if at.empty:
+                continue
+            F = np.stack([np.log(at[col(f)].to_numpy(float)), at["params_ratio"].to_numpy(float)], 1)
+            k = math.ceil(len(at) / eta)
+            slots = k - sum(level[int(r)] >= rungs[i + 1] for r in at["id"]) if capped else k
+            for j in best_fraction(F, len(at) if capped else k):
+                rid = int(at.iloc[j]["id"])
+                if slots <= 0:
+                    break
+                if level[rid] < rungs[i + 1]:
+                    level[rid] = rungs[i + 1]
+                    slots -= 1 if capped else 0
+    measured = {f: set(df.loc[df[col(f)].notna() & (df["fidelity"] >= f - 1e-12), "id"].astype(int)) for f in rungs[1:]}
+    counts = {f"{f:g}": sum(v >= f for v in level.values()) for f in rungs[1:]}
+    windows = sum((round(b * n_win) - round(a * n_win)) * sum(v >= b for v in level.values())
+                  for a, b in zip(rungs, rungs[1:]))
+    full = [r for r, v in level.items() if v >= 1]
+    known = df[df["id"].isin(full) & (df["fidelity"] >= 1)].sort_values("perplexity_reformed")
+    pick = known.iloc[0] if len(known) else None
+    done = df[(df["fidelity"] >= 1) & df["feasible"]]  # the run's best feasible full-fidelity row (its pick's pool)
+    real_pick = int(done.loc[done["perplexity_reformed"].idxmin(), "id"]) if len(done) else None
+    return {"run": run_dir.name, "rungs": rungs, "eta": eta, "capped": capped, "promoted": counts,
+            "promotion_windows": int(windows), "unknown": sorted(set(full) - measured[1.0]),
+            "best_known_full": None if pick is None else {"id": int(pick["id"]), "value": float(pick["perplexity_reformed"])},
+            "run_best_full_id": real_pick, "run_best_promoted": real_pick in full}
+
+
+REPLAY_RULES = (((0.125, 0.5, 1.0), 4, False), ((0.125, 1.0), 8, False), ((0.125, 0.5, 1.0), 4, True))
+
+
+def replay_md(rows: list[dict]) -> str:
+    out = ["Promotion rules replayed on finished runs (the run's own rows; `unknown` = promoted by the rule but never "
+           "scored there by the run). The first rule is the runs' own (ASHA, eta 4); the baseline re-scores at the end of "
+           "a run come on top of every rule.", "",
+           "| run | rungs | eta | capped | promoted per rung | promotion windows | run's best full row promoted | unknown rows |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| `{r['run']}` | {', '.join(f'{f:g}' for f in r['rungs'])} | {r['eta']} | {'yes' if r['capped'] else 'no'} | "
+                   f"{', '.join(f'{k}: {v}' for k, v in r['promoted'].items())} | {r['promotion_windows']} | "
+                   f"{'yes' if r['run_best_promoted'] else 'NO'} (id {r['run_best_full_id']}) | {len(r['unknown'])} |")
+    return "\n".join(out)
 
 
 def search_md(rows: list[dict]) -> str:
@@ -260,7 +332,7 @@ def search_md(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("flops", "bf16", "search", "report"):
+    for name in ("flops", "bf16", "search", "report", "replay"):
         p = sub.add_parser(name)
         p.add_argument("--ratio", type=float, default=0.8)
         p.add_argument("--threads", type=int, default=1 if name == "flops" else 0)
@@ -275,15 +347,18 @@ def main(argv: list[str] | None = None) -> int:
                                        help="params band: [u - 0.03, u] with u = uniform Wanda-sp's params at --ratio "
                                             "(picks never have more params than it), or --ratio +- 0.015")
     sub.choices["report"].add_argument("runs", nargs="+", type=Path)
+    sub.choices["replay"].add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args(argv)
     if args.cmd in ("flops", "bf16") and args.threads <= 0:
         from nas_llm.search.runner import free_cores
 
         args.threads = free_cores()
     result = {"flops": flops_cmd, "bf16": bf16_cmd, "search": search_cmd,
-              "report": lambda a: {"runs": [summarise(r) for r in a.runs]}}[args.cmd](args)
+              "report": lambda a: {"runs": [summarise(r) for r in a.runs]},
+              "replay": lambda a: {"rows": [replay(r, list(rg), eta, cap) for r in a.runs for rg, eta, cap in REPLAY_RULES]},
+              }[args.cmd](args)
     md = {"flops": flops_md, "bf16": bf16_md, "search": lambda r: search_md([r]),
-          "report": lambda r: search_md(r["runs"])}[args.cmd](result)
+          "report": lambda r: search_md(r["runs"]), "replay": lambda r: replay_md(r["rows"])}[args.cmd](result)
     print(md)
     if not args.no_write:
         info = machine()

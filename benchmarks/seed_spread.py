@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         m, info = build(method, ratio, model, stats_fn, calib, space, run)
         ppl = perplexities(m, tok, [DATASET], proto["seq_len"], proto["windows"], batch_size=1)[DATASET]["ppl"]
+        # the subnet itself: the row stays reproducible when the run folder (ignored by git) is gone
         row = {"method": method, "ratio": ratio, "ppl": ppl, "params_ratio": info["params_ratio"],
-               "seconds": round(time.perf_counter() - t0, 1)}
+               "seconds": round(time.perf_counter() - t0, 1), "summary": info["summary"], "subnet": info["subnet"]}
         if run:
             settings, table_ = Run(run).settings(), Run(run).table()
             pick = table_[table_["id"] == info["run_row"]].iloc[0]
