@@ -235,6 +235,7 @@ def summarise(run_dir: Path, ratio: float | None = None) -> dict:
     return {"run": run_dir.name, "command": s.get("command"), "wall_s": s.get("wall_s"), "evaluations": len(df),
             "objective_calls": s.get("n_calls"), "full_fidelity": int((df["fidelity"] >= 1).sum()),
             "windows": windows, "sensitivity_s": (s.get("alloc") or {}).get("sensitivity_s"),
+            "sensitivity_from": (s.get("alloc") or {}).get("sensitivity_from", "measured"),
             "alloc_seeds": (s.get("alloc") or {}).get("seeds"), "threads": s.get("threads"), "setup_s": s.get("setup_s"),
             "pick": {"id": pid, "source": pick["source"], "params_ratio": float(pick["params_ratio"]),
                      "value": float(pick["perplexity_reformed"]), "subnet": json.loads(pick["subnet"])},
@@ -319,9 +320,11 @@ def search_md(rows: list[dict]) -> str:
            "pick ratio | pick value | uniform value | pick / uniform |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p, u = r["pick"], r["uniform"]
+        src = r.get("sensitivity_from") or "measured"  # from the shared cache: measured by an earlier run
+        sens = f"{r['sensitivity_s'] or 0:.0f} s" + ("" if src == "measured" else f" ({src})")
         out.append(f"| `{r['run']}` | {r['wall_s'] / 60:.1f} min (+{(r['setup_s'] or 0) / 60:.1f}) | {r['evaluations']} | "
                    f"{r['full_fidelity']} | "
-                   f"{r['windows']['screen']} ({r['windows']['screen_dtype']}) + {r['windows']['full']} | {r['sensitivity_s'] or 0:.0f} s | {r['threads']} | {p['id']} ({p['source']}) | "
+                   f"{r['windows']['screen']} ({r['windows']['screen_dtype']}) + {r['windows']['full']} | {sens} | {r['threads']} | {p['id']} ({p['source']}) | "
                    f"{p['params_ratio']:.4f} | {p['value']:.2f} | {u['value']:.2f} | x{p['value'] / u['value']:.3f} |")
     descends = sum(r["pick"]["source"] in ("alloc", "alloc-mut") for r in rows)
     out += ["", f"The pick descends from an allocation seed (source `alloc`/`alloc-mut`) in {descends} of {len(rows)} runs.", "",

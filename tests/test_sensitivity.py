@@ -1,6 +1,7 @@
 """Per-layer sensitivity: measured costs equal independently scored single-layer cuts; the priced table is
-monotone, zero at the dense width and exact at the measured points; the run folder caches it; a search
-seeds its first generation with the allocations (source tags) and reuses the table on resume."""
+monotone, zero at the dense width and exact at the measured points; the run folder and the shared cache keep it
+(another run of the same settings reuses it, other settings or text do not); a search seeds its first generation
+with the allocations (source tags) and reuses the table on resume and in a second seed's run."""
 from __future__ import annotations
 
 import json
@@ -86,6 +87,38 @@ def test_run_folder_caches_the_table(tmp_path, text_file, monkeypatch):
     assert b.settings == {"k": 2} and json.loads((tmp_path / S.SENSITIVITY_FILE).read_text())["settings"] == {"k": 2}
 
 
+def test_shared_cache_serves_other_runs_of_the_same_settings_only(tmp_path, text_file, monkeypatch):
+    c, cache = make_ctx(granularity=16), tmp_path / "cache"
+    a = S.load_or_measure(tmp_path / "r1", probe(text_file), c, 1, {"k": 1}, cache=cache, cache_extra={"t": "x"})
+    assert a.source == "measured" and S.shared_path(cache, {"k": 1}, {"t": "x"}).is_file()
+    monkeypatch.setattr(S, "measure", lambda *a, **k: pytest.fail("measured again"))
+    b = S.load_or_measure(tmp_path / "r2", probe(text_file), c, 1, {"k": 1}, cache=cache, cache_extra={"t": "x"})
+    assert b == a and b.source == "cache" and (tmp_path / "r2" / S.SENSITIVITY_FILE).is_file()
+    assert S.load_or_measure(tmp_path / "r2", probe(text_file), c, 1, {"k": 1}, cache=cache).source == "run"
+    assert "source" not in json.loads((tmp_path / "r2" / S.SENSITIVITY_FILE).read_text())
+    monkeypatch.undo()
+    calls = []
+    real = S.measure
+    monkeypatch.setattr(S, "measure", lambda *a, **k: calls.append(1) or real(*a, **k))
+    # other text behind the same names: another key, measured anew
+    assert S.load_or_measure(tmp_path / "r3", probe(text_file), c, 1, {"k": 1}, cache=cache,
+                             cache_extra={"t": "y"}).source == "measured" and len(calls) == 1
+    # a torn or foreign file in the cache is measured over, not trusted
+    S.shared_path(cache, {"k": 2}).write_text("{not json")
+    d = S.load_or_measure(tmp_path / "r4", probe(text_file), c, 1, {"k": 2}, cache=cache)
+    assert d.source == "measured" and len(calls) == 2
+    assert json.loads(S.shared_path(cache, {"k": 2}).read_text())["settings"] == {"k": 2}
+
+
+def test_unwritable_shared_cache_warns_and_keeps_the_run_copy(tmp_path, text_file):
+    c = make_ctx(granularity=16)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="could not write the shared sensitivity cache"):
+        a = S.load_or_measure(tmp_path / "r", probe(text_file), c, 1, {"k": 1}, cache=blocker)
+    assert a.source == "measured" and (tmp_path / "r" / S.SENSITIVITY_FILE).is_file()
+
+
 def test_search_seeds_allocations_and_reuses_the_table_on_resume(tmp_path, text_file, monkeypatch):
     cfg = SearchConfig(out=str(tmp_path / "r"), objectives=["perplexity_reformed", "params_ratio"],
                        constraints=["params_ratio in [0.55, 0.85]"], evaluations=40, pop_size=4, granularity=16,
@@ -97,9 +130,11 @@ def test_search_seeds_allocations_and_reuses_the_table_on_resume(tmp_path, text_
             warnings.simplefilter("ignore", UserWarning)
             return run_search(config, model=tiny_model(), tokenizer=CharTokenizer())
 
+    monkeypatch.setenv("NAS_LLM_CACHE", str(tmp_path / "cache"))
     res = go(cfg)
     settings = json.loads((tmp_path / "r" / "run.json").read_text())
     made = settings["alloc"]["made"]
+    assert settings["alloc"]["sensitivity_from"] == "measured" and settings["alloc"]["sensitivity_s"] > 0
     t = res.table
     alloc_keys = set(t.loc[t["source"] == "alloc", "key"])
     assert made and alloc_keys and alloc_keys <= {m["key"] for m in made}
@@ -109,3 +144,11 @@ def test_search_seeds_allocations_and_reuses_the_table_on_resume(tmp_path, text_
     from dataclasses import replace
 
     go(replace(cfg, resume=True, evaluations=44))
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["alloc"]["sensitivity_from"] == "run"
+    # a second seed in another folder: the shared cache's table, the same allocation seeds, no measuring time
+    go(replace(cfg, out=str(tmp_path / "r2"), seed=1))
+    alloc2 = json.loads((tmp_path / "r2" / "run.json").read_text())["alloc"]
+    assert alloc2["sensitivity_from"] == "cache" and alloc2["sensitivity_s"] == 0
+    assert [m["key"] for m in alloc2["made"]] == [m["key"] for m in made]
+    with pytest.raises(pytest.fail.Exception, match="measured again"):  # --no-sens-cache: measured anew
+        go(replace(cfg, out=str(tmp_path / "r3"), seed=1, sens_cache=False))

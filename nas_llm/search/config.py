@@ -95,6 +95,9 @@ class SearchConfig:
                        flag="--no-alloc")
     sens_samples: int = _opt(8, "allocation seeds: windows of the per-layer sensitivity measurement", lo=1)
     sens_seq_len: int = _opt(256, "allocation seeds: tokens per sensitivity window", lo=2)
+    sens_cache: bool = _opt(True, "do not share the per-layer sensitivity table with other runs of the same model and "
+                                  "settings ($NAS_LLM_CACHE/sensitivity, default ~/.cache/nas_llm/sensitivity)",
+                            flag="--no-sens-cache", numbers=False)
     sens_points: int = _opt(2, "allocation seeds: measured widths (and KV-group counts) per layer; the refit error "
                                "prices the others", lo=1)
     threads: int = _opt(0, "torch threads (0: the cores the load average leaves free, at least 1)", numbers=False, lo=0)

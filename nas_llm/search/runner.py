@@ -17,6 +17,7 @@ import sys
 import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Iterator
 
 from nas_llm.errors import ConfigError, NasLLMError, RunFolderError
@@ -154,11 +155,23 @@ def torch_threads(threads: int) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+def text_digest(source: str) -> str:
+    """A short hash of the text behind a source name or path (the name itself for ``hf:`` sources): a shared cache
+    keyed by names alone would serve a stale table after the file at that name changed."""
+    import hashlib
+
+    from nas_llm.model.data import resolve_source
+
+    src = resolve_source(source)
+    return hashlib.sha256(src.read_bytes()).hexdigest()[:16] if isinstance(src, Path) else str(src)
+
+
 def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[str, Any] | None:
     """Sensitivity-based allocation seeds for the first generation (``sp.extra_seeds``, tag ``alloc``).
 
     The table is measured with the search's first perplexity objective on its own short windows and
-    cached in ``RUN/sensitivity.json`` (reused on resume when the settings match). Returns what
+    cached in ``RUN/sensitivity.json`` (reused on resume when the settings match) and, unless
+    ``--no-sens-cache``, in ``$NAS_LLM_CACHE/sensitivity`` for the other seeds and runs of the same settings. Returns what
     run.json records, or None when there are no seeds (``--no-alloc``, random init, a joining worker,
     no perplexity objective).
     """
@@ -175,7 +188,7 @@ def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[
     # fp32 always: the dense baseline comes from the fp32 prefix cache and layers before a cut reuse fp32
     # states, so a bf16 probe would add a layer-dependent offset as large as one layer's cost
     probe = obj.with_windows(config.sens_samples, config.sens_seq_len, dtype=None)
-    from nas_llm.model.loading import model_fingerprint
+    from nas_llm.model.loading import cache_dir, model_fingerprint
 
     keyed = {"model_fingerprint": model_fingerprint(sp.ctx.model), "objective": obj.name,
              "objective_args": config.objective_args().get(obj.name), "importance": config.importance,
@@ -189,12 +202,17 @@ def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[
     n = sp.space.neuron_choices
     depth = min(max(0.5, 2 * (1 - sp.space.uniform_at_ratio(lo, "mlp").layers[0].neurons / n[-1])), 1 - n[0] / n[-1])
     keyed["max_cut"] = round(depth, 6)
-    sens = load_or_measure(run.path, probe, sp.ctx, config.sens_points, keyed, depth)
+    shared = cache_dir() / "sensitivity" if config.sens_cache else None
+    texts = {config.calibration, (keyed["objective_args"] or {}).get("source")} - {None} if shared else set()
+    sens = load_or_measure(run.path, probe, sp.ctx, config.sens_points, keyed, depth, cache=shared,
+                           cache_extra={str(t): text_digest(t) for t in texts})
     # also the uniform MLP subnets' own sizes inside the band: allocations at exactly the baseline's params
     ratios += [sp.space.ratio(u) for u in {sp.space.uniform_at_ratio(r, "mlp") for r in ratios} if lo <= sp.space.ratio(u) <= hi]
     made = alloc_seeds(sp.space, sens.table(sp.space), sorted(set(ratios)), floor=lo if seed_ratios(sp.constraints) else None)
     sp.extra_seeds = [(s, "alloc") for s, _ in made]
-    return {"seeds": len(made), "sensitivity_s": sens.seconds, "file": SENSITIVITY_FILE,
+    # measuring time of *this* run: 0 when the table came from the run folder (resume) or the shared cache
+    return {"seeds": len(made), "sensitivity_s": sens.seconds if sens.source == "measured" else 0.0,
+            "sensitivity_from": sens.source, "file": SENSITIVITY_FILE,
             "made": [{"key": s.key(), **info} for s, info in made]}
 
 

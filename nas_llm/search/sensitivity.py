@@ -1,4 +1,5 @@
-"""What cutting one layer costs: measured once per run, cached in ``RUN/sensitivity.json``, priced per width.
+"""What cutting one layer costs: measured once per model and settings, cached in ``RUN/sensitivity.json`` and in a
+shared folder (``$NAS_LLM_CACHE/sensitivity``) that the other seeds and runs of the same settings reuse; priced per width.
 
 For every layer and a few widths (``points`` MLP widths and KV-group counts, evenly spaced in the cut
 fraction up to ``max_cut``) the search's perplexity objective scores the dense model with *only that
@@ -12,10 +13,12 @@ turns the table into subnets.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ class Sensitivity:
     mlp_error: list[list[float]]  # per space.neuron_choices, 0 at the dense width
     attn_error: list[list[float]]  # per KV-group count 1..G, 0 at G
     seconds: float = 0.0
+    source: str = field(default="measured", compare=False)  # where this copy came from: measured / run / cache
 
     def table(self, space: SubnetSpace) -> CostTable:
         """Cost of every choice of every layer (interpolated along the error curves; ``inf`` beyond the deepest cut measured)."""
@@ -57,7 +61,9 @@ class Sensitivity:
         return CostTable(attn, mlp).check(space)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("source")
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Sensitivity":
@@ -143,21 +149,45 @@ def measure(objective: Any, ctx: Any, points: int = 2, settings: dict | None = N
                        round(time.perf_counter() - t0, 2))
 
 
+def _read(path: Path, settings: dict, source: str) -> Sensitivity | None:
+    """The table at ``path`` when it was measured with exactly ``settings``; None when absent, unreadable or other."""
+    if not path.is_file():
+        return None
+    try:
+        old = Sensitivity.from_json(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError):
+        return None
+    return replace(old, source=source) if old.settings == json.loads(json.dumps(settings)) else None
+
+
+def shared_path(cache: str | Path, settings: dict, extra: dict | None = None) -> Path:
+    """Where the shared cache keeps the table of ``settings`` (a hash of their canonical JSON and of ``extra``:
+    what a longer-lived cache must also tell apart, e.g. the contents of the text files behind source names)."""
+    key = hashlib.sha256(json.dumps([settings, extra or {}], sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return Path(cache) / f"sensitivity-{key}.json"
+
+
 def load_or_measure(run_dir: str | Path | None, objective: Any, ctx: Any, points: int, settings: dict,
-                    max_cut: float = 0.5) -> Sensitivity:
-    """The run folder's table when it was measured with ``settings``; else measure and write it (atomic)."""
+                    max_cut: float = 0.5, cache: str | Path | None = None, cache_extra: dict | None = None) -> Sensitivity:
+    """The run folder's table when it was measured with ``settings``; else the shared ``cache`` folder's (the table
+    depends on the model, the probe windows and ``settings``, not on the search seed, so a second seed or a rerun
+    skips the measurement); else measure. Whatever was missing is written (atomic); ``.source`` says which it was.
+    ``cache_extra``: more key for the shared copy only (see :func:`shared_path`)."""
     path = None if run_dir is None else Path(run_dir) / SENSITIVITY_FILE
-    if path is not None and path.is_file():
-        try:
-            old = Sensitivity.from_json(json.loads(path.read_text()))
-        except (ValueError, TypeError, KeyError):
-            old = None
-        if old is not None and old.settings == json.loads(json.dumps(settings)):
-            return old
-    sens = measure(objective, ctx, points, settings, max_cut)
-    if path is not None:
-        atomic_write_json(path, sens.to_json())
+    shared = None if cache is None else shared_path(cache, settings, cache_extra)
+    sens = (_read(path, settings, "run") if path is not None else None) or \
+           (_read(shared, settings, "cache") if shared is not None else None) or \
+           measure(objective, ctx, points, settings, max_cut)
+    for where, src in ((path, "run"), (shared, "cache")):
+        if where is not None and sens.source != src and _read(where, settings, src) is None:
+            try:
+                atomic_write_json(where, sens.to_json())
+            except OSError as e:
+                if where == path:
+                    raise
+                warnings.warn(f"could not write the shared sensitivity cache {where} ({e}); the run folder keeps its copy",
+                              stacklevel=2)
     return sens
 
 
-__all__ = ["Sensitivity", "SENSITIVITY_FILE", "measure", "load_or_measure", "probe_points", "error_curves"]
+__all__ = ["Sensitivity", "SENSITIVITY_FILE", "measure", "load_or_measure", "shared_path", "probe_points", "error_curves"]
