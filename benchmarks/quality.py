@@ -70,14 +70,21 @@ def row_key(method: str, ratio: float | None) -> str:
 class Cache:
     """Rows of one protocol+settings, written atomically after every row."""
 
-    def __init__(self, protocol: str, settings: dict):
+    def __init__(self, protocol: str, settings: dict, read_only: bool = False):
         self.name = f"quality-{protocol}"
         self.path = RAW_DIR / f"{self.name}.json"
         self.settings = settings
         data = json.loads(self.path.read_text()) if self.path.is_file() else {}
         if data and data.get("settings_key") != settings_key(settings):
-            print(f"[quality] settings changed; starting a new table (old one kept as {self.path.name}.old)", file=sys.stderr)
-            self.path.replace(self.path.with_suffix(".json.old"))
+            old = data.get("settings", {})
+            diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+            if read_only:
+                raise SystemExit(f"[quality] {self.path.name} holds a table for other settings ({', '.join(f'{k}: {a} cached, {b} asked' for k, (a, b) in diff.items())}); "
+                                 f"ask for the cached ones (e.g. --windows {old.get('windows')}) to rewrite its section")
+            # kept under its own settings key: a later change of settings never overwrites an older table
+            keep = self.path.with_name(f"{self.name}.{data.get('settings_key', 'old')}.json")
+            print(f"[quality] settings changed ({', '.join(diff)}); starting a new table (old one kept as {keep.name})", file=sys.stderr)
+            self.path.replace(keep)
             data = {}
         self.data = data or {"settings": settings, "settings_key": settings_key(settings), "rows": {}}
         rename_round1_flap(self.rows)
@@ -344,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         proto["windows"] = args.windows
     settings = {**proto, "calib_source": "wikitext2-valid", "calib_seed": 0}  # rows are keyed by method@ratio
     ratios = sorted(args.ratios, reverse=True)
-    cache = Cache(args.protocol, settings)
+    cache = Cache(args.protocol, settings, read_only=args.table_only)
     section = f"quality-{args.protocol}"
     if args.table_only:
         write_section(section, table(cache.data, args.protocol, reproduce_command(args.protocol, cache.data)))
