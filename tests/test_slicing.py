@@ -24,7 +24,7 @@ def test_masked_equals_sliced_equals_reloaded(fam, tmp_path):
 
 def check_subnets(m, tmp_path, seed: int = 0, n: int = N_SUBNETS) -> None:
     """``n`` random subnets (dropped layers, KV-group and query-head cuts): masked == sliced == exported and
-    reloaded logits (1e-4) and the same 8 greedy tokens; masking undone afterwards."""
+    reloaded logits (1e-4 of the largest |logit|) and the same 8 greedy tokens; masking undone afterwards."""
     sp = SubnetSpace.from_model(m, granularity=16)
     rng = np.random.default_rng(seed)
     ids = torch.randint(0, m.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
@@ -41,13 +41,14 @@ def check_subnets(m, tmp_path, seed: int = 0, n: int = N_SUBNETS) -> None:
                 a = m(ids).logits
             sl = slice_model(m, plan, subnet=s)
             b = sl(ids).logits
-        assert (a - b).abs().max() <= 1e-4, f"subnet {t}: masked vs sliced"
+        tol = 1e-4 * max(1.0, a.abs().max().item())  # relative to the largest |logit|, as family_check; fp32 order noise
+        assert (a - b).abs().max() <= tol, f"subnet {t}: masked vs sliced"
         if True:  # every subnet goes through export + reload
             out = export(sl, tmp_path / f"s{t}")
             rl = load_subnet(out)
             with torch.no_grad():
                 c = rl(ids).logits
-            assert (b - c).abs().max() <= 1e-4, f"subnet {t}: sliced vs reloaded"
+            assert (b - c).abs().max() <= tol, f"subnet {t}: sliced vs reloaded"
             with masked(m, plan):
                 g1 = m.generate(ids[:1], max_new_tokens=8, do_sample=False)
             g2 = sl.generate(ids[:1], max_new_tokens=8, do_sample=False)
