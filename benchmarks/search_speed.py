@@ -227,11 +227,14 @@ def summarise(run_dir: Path, ratio: float | None = None) -> dict:
     _, pid = front_member(run_dir, ratio)  # the run's own band
     pick = df[df["id"] == pid].iloc[0]
     dense = df[df["source"] == "dense"]["subnet"].iloc[0]
-    uni = df[(df["source"] == "uniform") & (df["fidelity"] >= 1) & df["subnet"].map(lambda j: _mlp_only(j, dense))]
+    uni = df[(df["source"] == "uniform") & df["subnet"].map(lambda j: _mlp_only(j, dense))]
     if uni.empty:
-        raise SystemExit(f"{run_dir}: no MLP-only uniform seed scored at full fidelity to compare the pick with")
+        raise SystemExit(f"{run_dir}: no MLP-only uniform seed in the run to compare the pick with")
     # the band's top is uniform Wanda-sp's size (search --band uniform): compare with that seed, not the nearest one
     uni = uni.loc[(uni["params_ratio"] - band["hi"]).abs().idxmin()]
+    # a seed the halving never promoted has only its screening value: reported as such, never compared with the pick
+    full = bool(uni["fidelity"] >= 1)
+    screen_col = f"perplexity_reformed@{rungs[0]:g}" if rungs else None
     return {"run": run_dir.name, "command": s.get("command"), "wall_s": s.get("wall_s"), "evaluations": len(df),
             "objective_calls": s.get("n_calls"), "full_fidelity": int((df["fidelity"] >= 1).sum()),
             "windows": windows, "sensitivity_s": (s.get("alloc") or {}).get("sensitivity_s"),
@@ -240,7 +243,8 @@ def summarise(run_dir: Path, ratio: float | None = None) -> dict:
             "pick": {"id": pid, "source": pick["source"], "params_ratio": float(pick["params_ratio"]),
                      "value": float(pick["perplexity_reformed"]), "subnet": json.loads(pick["subnet"])},
             "uniform": {"id": int(uni["id"]), "params_ratio": float(uni["params_ratio"]),
-                        "value": float(uni["perplexity_reformed"])}}
+                        "value": float(uni["perplexity_reformed"]) if full else None,
+                        "screen_value": float(uni[screen_col]) if screen_col and pd.notna(uni[screen_col]) else None}}
 
 
 def replay(run_dir: Path, rungs: list[float], eta: int, capped: bool = False) -> dict:
@@ -325,7 +329,9 @@ def search_md(rows: list[dict]) -> str:
         out.append(f"| `{r['run']}` | {r['wall_s'] / 60:.1f} min (+{(r['setup_s'] or 0) / 60:.1f}) | {r['evaluations']} | "
                    f"{r['full_fidelity']} | "
                    f"{r['windows']['screen']} ({r['windows']['screen_dtype']}) + {r['windows']['full']} | {sens} | {r['threads']} | {p['id']} ({p['source']}) | "
-                   f"{p['params_ratio']:.4f} | {p['value']:.2f} | {u['value']:.2f} | x{p['value'] / u['value']:.3f} |")
+                   f"{p['params_ratio']:.4f} | {p['value']:.2f} | " + (
+                       f"{u['value']:.2f} | x{p['value'] / u['value']:.3f} |" if u.get("value") is not None else
+                       f"not promoted (screen {u.get('screen_value') or float('nan'):.2f}) | — |"))
     descends = sum(r["pick"]["source"] in ("alloc", "alloc-mut") for r in rows)
     out += ["", f"The pick descends from an allocation seed (source `alloc`/`alloc-mut`) in {descends} of {len(rows)} runs.", "",
             "Commands:", ""] + [f"- `{r['run']}`: `{r['command']}`" for r in rows]
