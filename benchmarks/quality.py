@@ -14,7 +14,8 @@ Every baseline is a ``nas_llm.baselines.BASELINES`` entry (``--methods`` takes a
 ``NAME+admm`` for our ADMM reformation instead of the method's own weight update).
 SLEB is the slow one: each removed block costs one calibration forward per remaining candidate
 (~300 forwards of the calibration set at 50% on SmolLM2's 30 layers, each from the candidate's
-block on); its greedy order is computed once per protocol and serves every ratio.
+block on); its greedy order is computed once per protocol and serves every ratio (resumed from the longest cached
+SLEB row, so a later ratio pays only for the blocks beyond it).
 
 --run takes one run for every ratio, or RATIO=RUN per ratio (a size-constrained search per ratio,
 e.g. ``nas-llm search --constraint "params_ratio in [0.785,0.815]" --no-layer-drop``).
@@ -370,6 +371,14 @@ def main(argv: list[str] | None = None) -> int:
         cache.put(key, info)
         print(f"[quality] {key}: " + ", ".join(f"{d} {v:.2f}" for d, v in info["ppl"].items()) + f" ({info['seconds']} s)", flush=True)
 
+    if "sleb" in args.methods:  # SLEB's greedy order is a prefix chain: a cached longer row serves every ratio
+        from nas_llm.baselines import resume_removal_order
+
+        rows = [v for k, v in cache.rows.items() if k.startswith("sleb@") and v.get("removed")]
+        if rows:
+            best = max(rows, key=lambda v: len(v["removed"]))
+            resume_removal_order(model, calib, best["removed"], best["calibration_nll"], tuple(best["barriers"]))
+            print(f"[quality] SLEB order resumed from a cached row: {len(best['removed'])} blocks {best['removed']}")
     todo = [("dense", None)] if "dense" in args.methods else []
     # the acceptance ratios (80%, 50%) first, so an interrupted run still has the key columns
     order = sorted(ratios, key=lambda r: (r not in (0.8, 0.5), -r))

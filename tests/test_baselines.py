@@ -352,6 +352,30 @@ def test_sleb_removes_the_block_of_least_perplexity_each_time(setup):
     assert b.info["removed"][0] == min(ppl, key=ppl.get)
 
 
+def test_sleb_resumed_prefix_is_extended_not_recomputed(setup):
+    model, ids, _, space = setup
+    L = space.num_layers
+    from nas_llm.baselines import base
+
+    base._MEMO.clear()
+    full, nll = B.removal_order(model, ids, 2, barriers=(0, 0))
+    base._MEMO.clear()
+    B.resume_removal_order(model, ids, full[:1], nll[:1], barriers=(0, 0))
+    assert B.removal_order(model, ids, 2, barriers=(0, 0)) == (full, nll)  # the same chain, extended by one block
+    base._MEMO.clear()
+    fake = [j for j in range(L) if j != full[0]][:1]  # a prefix the greedy rule would not pick: it is trusted, not redone
+    B.resume_removal_order(model, ids, fake, [0.0], barriers=(0, 0))
+    order, _ = B.removal_order(model, ids, 2, barriers=(0, 0))
+    assert order[0] == fake[0] and order[1] != fake[0]
+    B.resume_removal_order(model, ids, [], [], barriers=(0, 0))  # a shorter prefix never truncates the memo
+    assert B.removal_order(model, ids, 2, barriers=(0, 0))[0] == order
+    with pytest.raises(ValueError, match="outside"):
+        B.resume_removal_order(model, ids, [0], [1.0], barriers=(1, 1))
+    with pytest.raises(ValueError, match="distinct"):
+        B.resume_removal_order(model, ids, [1, 1], [1.0, 2.0])
+    base._MEMO.clear()
+
+
 # -- OWL ------------------------------------------------------------------------------------------------
 
 def test_owl_densities_by_hand():

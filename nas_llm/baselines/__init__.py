@@ -27,10 +27,11 @@ from .flap import Fluctuation, collect_fluctuation, flap, flap_official_metrics 
 from .flap_ours import flap_metrics, flap_ours  # noqa: F401
 from .owl import outlier_ratios, owl_densities, owl_wanda_sp  # noqa: F401
 from .shortgpt import shortgpt  # noqa: F401
-from .sleb import removal_order, sleb  # noqa: F401
+from .sleb import removal_order, resume_removal_order, sleb  # noqa: F401
 from .uniform import magnitude, wanda_sp  # noqa: F401
 
 __all__ = ["BASELINES", "HEAD_ROUNDING", "TRAITS", "Baseline", "Fluctuation", "baseline", "bias_compensated",
            "calibration_stats", "collect_fluctuation", "flap", "flap_metrics", "flap_official_metrics", "flap_ours",
            "head_units", "layer_choice", "magnitude", "outlier_ratios", "owl_densities", "owl_wanda_sp", "ratio_step", "removal_order",
+           "resume_removal_order",
            "shortgpt", "sleb", "traits", "uniform_subnet", "wanda_sp"]

@@ -115,6 +115,23 @@ def removal_order(model: nn.Module, input_ids: torch.Tensor, n: int, barriers: t
     return list(removed[:n]), list(nlls[:n])
 
 
+def resume_removal_order(model: nn.Module, input_ids: torch.Tensor, removed: list[int], nlls: list[float],
+                         barriers: tuple[int, int] = (1, 1)) -> None:
+    """Start ``removal_order`` from a prefix measured earlier on the same model and calibration (e.g. a
+    cached table row), so a later ratio only pays for the blocks beyond it; a longer memo is kept."""
+    if len(removed) != len(nlls) or len(set(removed)) != len(removed):
+        raise ValueError(f"SLEB prefix: {len(removed)} blocks {removed} with {len(nlls)} NLLs; expected distinct "
+                         "blocks, one NLL each")
+    L = SubnetSpace.from_model(model).num_layers
+    early, latter = barriers
+    bad = [j for j in removed if not early <= j < L - latter]
+    if bad:
+        raise ValueError(f"SLEB prefix: blocks {bad} are outside [{early}, {L - latter}) for barriers {barriers}")
+    state = memo(fingerprint(model, input_ids, f"sleb{early},{latter}", 0.0), lambda: {"removed": [], "nll": []})
+    if len(state["removed"]) < len(removed):
+        state["removed"][:], state["nll"][:] = list(removed), [float(x) for x in nlls]
+
+
 @register("sleb", paper="Song et al. 2024 (SLEB)", needs="calib", structure="depth", granularity=None, reform=None,
           head_unit=None)
 def sleb(model: nn.Module, ratio: float, stats: list[LayerStats] | None = None, space: SubnetSpace | None = None,
@@ -138,4 +155,4 @@ def sleb(model: nn.Module, ratio: float, stats: list[LayerStats] | None = None, 
                     space=space)
 
 
-__all__ = ["calibration_nll", "removal_order", "sleb"]
+__all__ = ["calibration_nll", "removal_order", "resume_removal_order", "sleb"]
