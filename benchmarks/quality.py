@@ -34,6 +34,7 @@ tokens are too few to separate methods within a few percent; ``--windows`` overr
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import math
@@ -95,9 +96,21 @@ class Cache:
         return self.data["rows"]
 
     def put(self, key: str, row: dict) -> None:
-        self.rows[key] = {**row, "plan": pack_plan(row["plan"])} if "plan" in row else row
-        self.data["machine"] = machine()
-        save_raw(self.name, self.data)
+        """Write one row into the file as it is *now*: two runs of the same protocol (e.g. a baseline run while
+        a search's 'ours' rows are measured) each add their rows instead of the later one dropping the other's."""
+        row = {**row, "plan": pack_plan(row["plan"])} if "plan" in row else row
+        with open(self.path.with_name(f".{self.name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
+            if disk.get("settings_key") == self.data["settings_key"]:
+                rows = disk["rows"]
+                rename_round1_flap(rows)
+                self.data["rows"] = rows
+            elif disk:  # another run started a table of other settings meanwhile: keep it, as the constructor does
+                self.path.replace(self.path.with_name(f"{self.name}.{disk.get('settings_key', 'old')}.json"))
+            self.rows[key] = row
+            self.data["machine"] = machine()
+            save_raw(self.name, self.data)
 
 
 def rename_round1_flap(rows: dict[str, dict]) -> None:

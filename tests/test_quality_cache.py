@@ -37,3 +37,17 @@ def test_table_only_refuses_other_settings_and_names_them(raw):
         Q.Cache("flap", {"windows": 256}, read_only=True)
     assert json.loads((raw / "quality-flap.json").read_text())["rows"]["dense"]  # untouched
     assert not list(raw.glob("quality-flap.*.json"))
+
+
+def test_two_runs_of_one_table_keep_each_others_rows(raw):
+    s = {"windows": 256}
+    a, b = Q.Cache("flap", s), Q.Cache("flap", s)  # both read the (empty) file before either writes
+    a.put("wanda-sp@0.6", {"ppl": {"wikitext2": 3.0}})
+    b.put("ours@0.6", {"ppl": {"wikitext2": 2.0}})
+    a.put("wanda-sp@0.5", {"ppl": {"wikitext2": 4.0}})
+    rows = json.loads((raw / "quality-flap.json").read_text())["rows"]
+    assert set(rows) == {"wanda-sp@0.6", "ours@0.6", "wanda-sp@0.5"}
+    assert set(a.rows) == set(rows)  # the writer sees the other's rows too
+    b.put("ours@0.6", {"ppl": {"wikitext2": 1.5}})  # a redo replaces only its own row
+    rows = json.loads((raw / "quality-flap.json").read_text())["rows"]
+    assert rows["ours@0.6"]["ppl"]["wikitext2"] == 1.5 and rows["wanda-sp@0.5"]["ppl"]["wikitext2"] == 4.0
