@@ -296,7 +296,8 @@ def table(data: dict, protocol: str, cmd: str) -> str:
     missing = [row_key(m, r) for r in RATIOS for m in METHODS if m != "dense" and row_key(m, r) not in rows]
     if missing:
         out.append(f"\nNot measured yet ({len(missing)} of {len(RATIOS) * (len(METHODS) - 1)} cells; run the command above "
-                   f"with the full method list, no --ratios, and --run runs/smollm2-demo to fill them): " + ", ".join(missing) + ".")
+                   f"with the missing methods and ratios; an `ours` cell needs a search per ratio, "
+                   f"`--run RATIO=RUN` from `benchmarks/search_speed.py search --ratio RATIO --out RUN`): " + ", ".join(missing) + ".")
     partial = [k for k, v in rows.items() if "ppl" in v and set(v["ppl"]) != set(ds)]
     if partial:
         out.append(f"\nMeasured on {ds[0]} only (`--datasets {ds[0]}`, for time): " + ", ".join(partial) + ".")
