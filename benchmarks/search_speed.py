@@ -301,13 +301,16 @@ def replay(run_dir: Path, rungs: list[float], eta: int, capped: bool = False) ->
             "run_best_full_id": real_pick, "run_best_promoted": real_pick in full}
 
 
-REPLAY_RULES = (((0.125, 0.5, 1.0), 4, False), ((0.125, 1.0), 8, False), ((0.125, 0.5, 1.0), 4, True))
+# the runs' own rule (eta 4, step 4) first, then today's default (eta 8, step 4), then two rejected ones
+REPLAY_RULES = (((0.125, 0.5, 1.0), 4, False), ((0.125, 0.5, 1.0), 8, False), ((0.125, 1.0), 8, False),
+                ((0.125, 0.5, 1.0), 4, True))
 
 
 def replay_md(rows: list[dict]) -> str:
     out = ["Promotion rules replayed on finished runs (the run's own rows; `unknown` = promoted by the rule but never "
-           "scored there by the run). The first rule is the runs' own (ASHA, eta 4); the baseline re-scores at the end of "
-           "a run come on top of every rule.", "",
+           "scored there by the run). The first rule is the runs' own (ASHA, eta 4, rungs x4); the second is the "
+           "default since 2026-12-07 (`--halving 8 --rung-step 4`); the baseline re-scores at the end of a run come on "
+           "top of every rule.", "",
            "| run | rungs | eta | capped | promoted per rung | promotion windows | run's best full row promoted | unknown rows |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -21,7 +21,7 @@ def test_ladder():
     assert ladder(0.125, 4) == [0.125, 0.5, 1.0]
     assert ladder(0.25, 2) == [0.25, 0.5, 1.0]
     assert ladder(None, 4) == [1.0] and ladder(1.0, 4) == [1.0]
-    with pytest.raises(ConfigError, match="eta >= 2"):
+    with pytest.raises(ConfigError, match="rung step >= 2"):
         ladder(0.25, 1)
 
 
@@ -71,10 +71,11 @@ class Deceiver(Objective):
         return v
 
 
-def test_front_holds_only_full_fidelity_values_it_computed(tmp_path):
+@pytest.mark.parametrize("eta,step", [(2, 0), (4, 2)])  # classic (step = eta) and the decoupled ladder
+def test_front_holds_only_full_fidelity_values_it_computed(tmp_path, eta, step):
     calls: list = []
     sp = SearchProblem(make_ctx(), [Deceiver(calls=calls), "params_ratio"], ["params_ratio in [0.3, 0.9]"],
-                       screen_fidelity=0.25, halving=2)
+                       screen_fidelity=0.25, halving=eta, rung_step=step)
     assert sp.rungs == [0.25, 0.5, 1.0]
     res = run_pymoo(sp, 60, pop_size=12, run_dir=tmp_path, progress=False)
     t = res.table
@@ -94,7 +95,7 @@ def test_front_holds_only_full_fidelity_values_it_computed(tmp_path):
     # the journal has every promotion: a resumed search rebuilds the same table without scoring anything
     n = len(calls)
     sp2 = SearchProblem(make_ctx(), [Deceiver(calls=calls), "params_ratio"], ["params_ratio in [0.3, 0.9]"],
-                        screen_fidelity=0.25, halving=2)
+                        screen_fidelity=0.25, halving=eta, rung_step=step)
     res2 = run_pymoo(sp2, 60, pop_size=12, run_dir=tmp_path, resume=True, progress=False)
     assert len(calls) == n
     assert sorted(res2.table.loc[res2.table["pareto"], "id"]) == sorted(front["id"])
@@ -117,3 +118,16 @@ def test_promotions_pick_the_best_fraction_of_feasible_rows_at_the_rung():
     sp.promote(chosen, 1.0)
     assert all(r["fidelity"] == 1.0 and r["loss"] == Loss().score(Subnet.from_json(r["subnet"]), sp.ctx) for r in chosen)
     assert promotions(sp, sp.rows(), 0.25, 3) == []  # the best third is already up: nothing to promote twice
+
+
+def test_rung_step_sets_the_ladder_and_eta_the_share():
+    """``--rung-step`` decides the fidelities, ``--halving`` how many climb: with screen 1/8, step 4 and eta 8 the
+    rungs are 1/8, 1/2, 1 and ceil(n / 8) of the rows at a rung move up (not ceil(n / 4))."""
+    sp = SearchProblem(make_ctx(), [Deceiver(), "params_ratio"], ["params_ratio in [0.3, 0.9]"],
+                       screen_fidelity=0.125, halving=8, rung_step=4)
+    assert sp.rungs == [0.125, 0.5, 1.0]
+    assert SearchProblem(make_ctx(), [Deceiver(), "params_ratio"], screen_fidelity=0.125, halving=8).rungs == [0.125, 1.0]
+    rng = np.random.default_rng(1)
+    rows = [sp.evaluate(sp.space.sample(rng), "random") for _ in range(30)]
+    n = sum(r["feasible"] for r in rows)
+    assert n > 8 and len(promotions(sp, rows, 0.125, sp.halving)) == math.ceil(n / 8)

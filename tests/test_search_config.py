@@ -21,7 +21,7 @@ ARGV = ["--out", "runs/x", "--model", "some-hub/model", "--driver", "optuna", "-
         "--calib-seq-len", "64", "--calib-seed", "2", "--allow-test-calibration", "--ppl-samples", "5",
         "--ppl-seq-len", "48", "--importance", "wanda", "--screen", "0.5", "--rescore-fronts", "2",
         "--no-rescore-baselines", "--init", "random", "--ref-point=-1.5,0.25,7", "--reform", "exact", "--no-progress",
-        "--halving", "3", "--screen-dtype", "float32", "--head-chunk", "64", "--no-alloc", "--sens-samples", "2",
+        "--halving", "3", "--rung-step", "2", "--screen-dtype", "float32", "--head-chunk", "64", "--no-alloc", "--sens-samples", "2",
         "--sens-seq-len", "32", "--sens-points", "3", "--no-sens-cache", "--threads", "1"]
 
 
@@ -118,7 +118,7 @@ def test_legacy_run_json_is_read():
 
 
 # what a search did before issue 18's settings existed: no halving, float32 screening, the full LM head, no alloc seeds
-BEFORE = dict(halving=0, screen_dtype="float32", head_chunk=0, alloc=False, query_heads=False)
+BEFORE = dict(halving=0, rung_step=0, screen_dtype="float32", head_chunk=0, alloc=False, query_heads=False)
 
 
 def test_runs_from_before_the_speed_settings_resume_only_with_their_behaviour():
@@ -129,8 +129,21 @@ def test_runs_from_before_the_speed_settings_resume_only_with_their_behaviour():
         del stored["search"][k]
     c = SearchConfig.from_json(stored, out="r")
     assert {k: getattr(c, k) for k in BEFORE} == BEFORE
-    assert [d.split()[0] for d in c.diff(SearchConfig(out="r"))] == ["--no-query-heads", "--halving", "--screen-dtype", "--head-chunk", "--no-alloc"]
+    assert [d.split()[0] for d in c.diff(SearchConfig(out="r"))] == ["--no-query-heads", "--halving", "--rung-step", "--screen-dtype", "--head-chunk",
+                                                                  "--no-alloc"]
     assert c.diff(SearchConfig(out="r", **BEFORE)) == []
+
+
+def test_rung_step_zero_is_the_classic_ladder_for_resume():
+    """A run.json from before --rung-step (halving 4, no rung_step) searched the ladder 1/8, 1/2, 1: resuming it with
+    --halving 4 and today's --rung-step 4 is the same search; --halving 8 with --rung-step 0 is not."""
+    stored = SearchConfig(out="r", halving=4).to_json()
+    del stored["search"]["rung_step"]
+    c = SearchConfig.from_json(stored, out="r")
+    assert c.rung_step == 0 and c.ladder_step() == 4
+    assert c.diff(SearchConfig(out="r", halving=4)) == []
+    assert [d.split()[0] for d in c.diff(SearchConfig(out="r", halving=8, rung_step=0))] == ["--halving", "--rung-step"]
+    assert SearchConfig(out="r", halving=0, rung_step=3).ladder_step() == 0
 
 
 def test_speed_settings_reach_run_json_the_objectives_and_the_resume_check():

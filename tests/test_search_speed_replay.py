@@ -27,7 +27,7 @@ def calib(tmp_path_factory) -> Path:
 def test_replay_of_the_runs_own_rule_gives_its_promotions(tmp_path, calib):
     cfg = SearchConfig(out=str(tmp_path / "run"), objectives=["perplexity_reformed", "params_ratio"], evaluations=24,
                        pop_size=6, granularity=32, calibration=str(calib), calib_samples=2, calib_seq_len=16,
-                       importance="magnitude", ppl_samples=4, ppl_seq_len=16, screen=0.25, halving=2, alloc=False,
+                       importance="magnitude", ppl_samples=4, ppl_seq_len=16, screen=0.25, halving=2, rung_step=2, alloc=False,
                        rescore_baselines=False, screen_dtype="float32", progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -49,7 +49,7 @@ def test_summary_reports_an_unpromoted_uniform_seed_by_its_screen_value(tmp_path
 
     cfg = SearchConfig(out=str(tmp_path / "run"), objectives=["perplexity_reformed", "params_ratio"], evaluations=18,
                        pop_size=6, granularity=32, calibration=str(calib), calib_samples=2, calib_seq_len=16,
-                       importance="magnitude", ppl_samples=4, ppl_seq_len=16, screen=0.25, halving=2, alloc=False,
+                       importance="magnitude", ppl_samples=4, ppl_seq_len=16, screen=0.25, halving=2, rung_step=2, alloc=False,
                        constraints=["params_ratio in [0.4,0.95]"], rescore_baselines=True, screen_dtype="float32",
                        progress=False)
     with warnings.catch_warnings():

@@ -29,7 +29,7 @@ REFORM_METHODS = ("admm", "exact", "bias")
 SCREEN_DTYPES = ("float32", "bfloat16")  # == objectives.perplexity.SCREEN_DTYPES (tested)
 TEST_SPLITS = ("wikitext2-test", "ptb-test")  # bundled evaluation splits: never calibrate (or search) on them
 # what a run.json written before a setting existed was searched with (not today's default)
-_BEFORE = {"halving": 0, "screen_dtype": "float32", "head_chunk": 0, "alloc": False, "query_heads": False}
+_BEFORE = {"halving": 0, "rung_step": 0, "screen_dtype": "float32", "head_chunk": 0, "alloc": False, "query_heads": False}
 # settings that matter for one driver only (a resume with another --sampler under pymoo changes nothing)
 _ONLY_FOR = {"algorithm": "pymoo", "sampler": "optuna", "storage": "optuna", "study_name": "optuna"}
 
@@ -84,9 +84,13 @@ class SearchConfig:
     importance: str = _opt("obs", "importance ranking", choices=IMPORTANCE)
     screen: float = _opt(0.25, "screening fidelity in (0, 1] (1 = off): score all at this fraction, re-score near the front")
     rescore_fronts: int = _opt(1, "without --halving: how many non-dominated fronts to re-score at full fidelity", lo=0)
-    halving: int = _opt(4, "successive halving: after each generation the best 1/ETA of the rows at each fidelity "
-                           "(--screen, --screen x ETA, ..., 1) move up one; 0: re-score --rescore-fronts fronts instead",
+    halving: int = _opt(8, "successive halving: after each generation the best 1/ETA of the rows at each fidelity "
+                           "(the --rung-step ladder) move up one; 0: re-score --rescore-fronts fronts instead",
                         lo=0, metavar="ETA")
+    rung_step: int = _opt(4, "successive halving: the fidelities are --screen, --screen x STEP, ..., 1; 0: STEP = ETA "
+                             "(default 4 with ETA 8, chosen by replaying six band searches: half the promotion windows "
+                             "of ETA 4, the same picks in 5 of 6; benchmarks/RESULTS.md, 'Search speed: replay')",
+                          lo=0, metavar="STEP")
     screen_dtype: str = _opt("auto", "dtype of the scores below full fidelity (full fidelity is always float32); auto: "
                                      "the faster one on this CPU, measured when the run starts and recorded in run.json",
                              choices=("auto",) + SCREEN_DTYPES)
@@ -186,9 +190,15 @@ class SearchConfig:
             if not f.metadata["numbers"] or _ONLY_FOR.get(f.name, self.driver) != self.driver:
                 continue
             a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "rung_step":  # 0 means "= --halving": compare the ladders, not the spellings
+                a, b = self.ladder_step(), other.ladder_step()
             if _canonical(f.name, a) != _canonical(f.name, b):
                 out.append(f"{_flag(f)} {_show(a)} (run) vs {_show(b)} (now)")
         return out
+
+    def ladder_step(self) -> int:
+        """The factor between successive-halving rungs (``--rung-step``, 0 = ``--halving``); 0 without halving."""
+        return (self.rung_step or self.halving) if self.halving else 0
 
     # -- objectives ---------------------------------------------------------------------------------
     def objective_args(self) -> dict[str, dict]:
@@ -239,6 +249,9 @@ class SearchConfig:
             raise ConfigError(f"--screen must be in (0, 1] (1 = no screening), got {self.screen!r}")
         if self.halving == 1:
             raise ConfigError("--halving 1 would promote every row; give ETA >= 2 (e.g. 8) or 0 (re-score the front)")
+        if self.rung_step == 1:
+            raise ConfigError("--rung-step 1 would repeat the screening fidelity forever; give STEP >= 2 (e.g. 4) or 0 "
+                              "(STEP = --halving)")
         if self.ref_point is not None and (len(self.ref_point) != len(self.objectives)
                                            or not all(math.isfinite(v) for v in self.ref_point)):
             raise ConfigError(f"--ref-point needs {len(self.objectives)} finite values (one per objective), got {self.ref_point}")

@@ -2,12 +2,16 @@
 
 Every candidate is scored at the lowest rung (``--screen``: a fraction of the calibration windows).
 After each generation, at every rung, the best ``1/eta`` of the feasible rows measured there -- by
-non-dominated rank, then crowding distance -- move up one rung (``fidelity * eta``, the last rung is
-1: all windows, float32). Only rows measured at full fidelity may be on the front
-(``nas_llm.front.eligible``), so the front never holds a cheap estimate; the rung values stay in the
-table (``NAME@f`` columns) for the record. With ``--screen 0.125 --halving 4`` (one window of eight, then
-four, then all eight) 96 feasible candidates cost about ``96 + 24 * 3`` screening window-scores and ``6 * 8``
-full ones, against ``96 * 2 + 25 * 6`` for screening on two and re-scoring the whole first front (run r80L).
+non-dominated rank, then crowding distance -- move up one rung. The rungs are ``screen * step**k`` up to
+1 (all windows, float32); ``step`` is ``eta`` in classic successive halving, and a separate setting here
+(``--rung-step``) because on band searches a finer ladder with a stricter share was cheaper for the same
+picks (eta 8, step 4: ``benchmarks/search_speed.py replay``). Only rows measured at full fidelity may be
+on the front (``nas_llm.front.eligible``), so the front never holds a cheap estimate; the rung values stay
+in the table (``NAME@f`` columns) for the record. With ``--screen 0.125 --halving 4 --rung-step 4`` (one
+window of eight, then four, then all eight) 96 feasible candidates cost about ``96 + 24 * 3`` screening
+window-scores and ``6 * 8`` full ones, against ``96 * 2 + 25 * 6`` for screening on two and re-scoring the
+whole first front (run r80L). ASHA re-ranks at every generation, so in practice more rows climb than
+``n / eta`` (38 and 18 of 96 in run s80-0 with eta 4; 22 and 4 with eta 8, replayed).
 """
 from __future__ import annotations
 
@@ -22,15 +26,15 @@ if TYPE_CHECKING:
     from .problem import SearchProblem
 
 
-def ladder(screen: float | None, eta: int) -> list[float]:
-    """The rung fidelities ``screen, screen*eta, ..., 1`` (``[1]`` without screening)."""
+def ladder(screen: float | None, step: int) -> list[float]:
+    """The rung fidelities ``screen, screen*step, ..., 1`` (``[1]`` without screening)."""
     if screen is None or screen >= 1:
         return [1.0]
-    if eta < 2:
-        raise ConfigError(f"successive halving needs eta >= 2 (promote the best 1/eta), got {eta}")
+    if step < 2:
+        raise ConfigError(f"successive halving needs a rung step >= 2 (each rung step x the last), got {step}")
     out = [float(screen)]
-    while out[-1] * eta < 1 - 1e-9:
-        out.append(out[-1] * eta)
+    while out[-1] * step < 1 - 1e-9:
+        out.append(out[-1] * step)
     return out + [1.0]
 
 

@@ -76,7 +76,7 @@ class SearchProblem:
 
     def __init__(self, ctx: Context, objectives: Sequence[Any], constraints: Sequence[Any] = (),
                  screen_fidelity: float | None = None, worker: str | int = 0, journal: str | Path | None = None,
-                 halving: int = 0):
+                 halving: int = 0, rung_step: int = 0):
         if objectives is None or len(objectives) == 0:
             raise ConfigError("no objectives given; name at least one, e.g. --objectives perplexity,latency_lut")
         self.ctx = ctx
@@ -103,7 +103,8 @@ class SearchProblem:
         from .halving import ladder
 
         self.halving = int(halving)
-        self.rungs = ladder(self.screen_fidelity, self.halving) if self.halving else \
+        self.rung_step = int(rung_step) or self.halving  # the ladder's factor; ``halving`` (eta) is the promoted share
+        self.rungs = ladder(self.screen_fidelity, self.rung_step) if self.halving else \
             ([self.screen_fidelity, 1.0] if self.screen_fidelity is not None else [1.0])
         # objectives scored below full fidelity, per rung; the first rung is the screening
         self._at: dict[float, dict[str, Objective]] = {f: {} for f in self.rungs[:-1]}

@@ -130,7 +130,8 @@ def build_problem(config: SearchConfig, run: Run, model: Any = None, tokenizer: 
         # the ranking's dense pass ran on the reformation windows (objective_args): the refit needs no second one
         ctx.cache[gram_key(model, config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed)] = grams
     return SearchProblem(ctx, objectives, config.constraints, screen_fidelity=None if config.screen >= 1 else config.screen,
-                         worker=config.worker_id, halving=config.halving)
+                         worker=config.worker_id, halving=config.halving,
+                         rung_step=config.rung_step)
 
 
 def free_cores() -> int:
