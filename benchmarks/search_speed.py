@@ -192,8 +192,9 @@ def search_cmd(args) -> dict:
     out = Path(args.out)
     model, tok = load_model("smollm2-135m")
     band = uniform_band(model, args.ratio) if args.band == "uniform" else None
+    rule = {k: v for k, v in (("halving", args.halving), ("rung_step", args.rung_step)) if v is not None}
     config = search_config(args.ratio, str(out), args.seed, band=band, resume=(out / "run.json").is_file(),
-                           threads=args.threads)
+                           threads=args.threads, **rule)
     t0 = time.perf_counter()
     run_search(config, model=model, tokenizer=tok)
     return {**summarise(out, args.ratio), "process_s": time.perf_counter() - t0}
@@ -358,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["search"].add_argument("--band", choices=("uniform", "centred"), default="uniform",
                                        help="params band: [u - 0.03, u] with u = uniform Wanda-sp's params at --ratio "
                                             "(picks never have more params than it), or --ratio +- 0.015")
+    sub.choices["search"].add_argument("--halving", type=int, default=None, metavar="ETA",
+                                       help="promotion share (default: the search's, 8); 4 with --rung-step 4 is the "
+                                            "rule of the runs before 2026-12-07")
+    sub.choices["search"].add_argument("--rung-step", type=int, default=None, metavar="STEP",
+                                       help="rung ladder factor (default: the search's, 4)")
     sub.choices["report"].add_argument("runs", nargs="+", type=Path)
     sub.choices["replay"].add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args(argv)
