@@ -198,7 +198,9 @@ class SearchConfig:
 
     def ladder_step(self) -> int:
         """The factor between successive-halving rungs (``--rung-step``, 0 = ``--halving``); 0 without halving."""
-        return (self.rung_step or self.halving) if self.halving else 0
+        from .halving import ladder_step
+
+        return ladder_step(self.rung_step, self.halving)
 
     # -- objectives ---------------------------------------------------------------------------------
     def objective_args(self) -> dict[str, dict]:

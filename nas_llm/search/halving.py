@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from .problem import SearchProblem
 
 
+def ladder_step(step: int, eta: int) -> int:
+    """The factor between rungs: ``--rung-step`` (0 means ``eta``, classic halving); 0 without halving."""
+    return (int(step) or int(eta)) if eta else 0
+
+
 def ladder(screen: float | None, step: int) -> list[float]:
     """The rung fidelities ``screen, screen*step, ..., 1`` (``[1]`` without screening)."""
     if screen is None or screen >= 1:
@@ -81,4 +86,4 @@ def successive_halving(sp: "SearchProblem", eta: int) -> int:
     return n
 
 
-__all__ = ["ladder", "best_fraction", "promotions", "successive_halving"]
+__all__ = ["ladder", "ladder_step", "best_fraction", "promotions", "successive_halving"]

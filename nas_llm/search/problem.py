@@ -100,11 +100,10 @@ class SearchProblem:
         if screen_fidelity is not None and not 0 < screen_fidelity <= 1:
             raise ConfigError(f"screen fidelity must be in (0, 1], got {screen_fidelity}")
         self.screen_fidelity = None if screen_fidelity in (None, 1, 1.0) else float(screen_fidelity)
-        from .halving import ladder
+        from .halving import ladder, ladder_step
 
-        self.halving = int(halving)
-        self.rung_step = int(rung_step) or self.halving  # the ladder's factor; ``halving`` (eta) is the promoted share
-        self.rungs = ladder(self.screen_fidelity, self.rung_step) if self.halving else \
+        self.halving = int(halving)  # eta, the promoted share; ``rung_step`` spaces the fidelities
+        self.rungs = ladder(self.screen_fidelity, ladder_step(rung_step, self.halving)) if self.halving else \
             ([self.screen_fidelity, 1.0] if self.screen_fidelity is not None else [1.0])
         # objectives scored below full fidelity, per rung; the first rung is the screening
         self._at: dict[float, dict[str, Objective]] = {f: {} for f in self.rungs[:-1]}
