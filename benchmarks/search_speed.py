@@ -192,7 +192,8 @@ def search_cmd(args) -> dict:
     out = Path(args.out)
     model, tok = load_model("smollm2-135m")
     band = uniform_band(model, args.ratio) if args.band == "uniform" else None
-    rule = {k: v for k, v in (("halving", args.halving), ("rung_step", args.rung_step)) if v is not None}
+    rule = {k: v for k, v in (("halving", args.halving), ("rung_step", args.rung_step),
+                              ("sens_points", args.sens_points)) if v is not None}
     config = search_config(args.ratio, str(out), args.seed, band=band, resume=(out / "run.json").is_file(),
                            threads=args.threads, **rule)
     t0 = time.perf_counter()
@@ -364,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                                             "rule of the runs before 2026-12-07")
     sub.choices["search"].add_argument("--rung-step", type=int, default=None, metavar="STEP",
                                        help="rung ladder factor (default: the search's, 4)")
+    sub.choices["search"].add_argument("--sens-points", type=int, default=None, metavar="N",
+                                       help="measured widths per layer in the sensitivity table (default: the "
+                                            "search's, 4); 2 is the setting of the runs before 2026-12-07 03:30 UTC")
     sub.choices["report"].add_argument("runs", nargs="+", type=Path)
     sub.choices["replay"].add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args(argv)

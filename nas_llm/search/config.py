@@ -102,8 +102,8 @@ class SearchConfig:
     sens_cache: bool = _opt(True, "do not share the per-layer sensitivity table with other runs of the same model and "
                                   "settings ($NAS_LLM_CACHE/sensitivity, default ~/.cache/nas_llm/sensitivity)",
                             flag="--no-sens-cache", numbers=False)
-    sens_points: int = _opt(2, "allocation seeds: measured widths (and KV-group counts) per layer; the refit error "
-                               "prices the others", lo=1)
+    sens_points: int = _opt(4, "allocation seeds: measured widths (and KV-group counts) per layer; the refit error "
+                               "prices the others (4 since 2026-12-07: lower validation than 2 at 90 and 70 %%, benchmarks/RESULTS.md)", lo=1)
     threads: int = _opt(0, "torch threads (0: the cores the load average leaves free, at least 1)", numbers=False, lo=0)
     rescore_baselines: bool = _opt(True, "do not re-score the feasible uniform baselines at full fidelity at the end",
                                    flag="--no-rescore-baselines", numbers=False)
