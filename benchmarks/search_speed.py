@@ -360,14 +360,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["search"].add_argument("--band", choices=("uniform", "centred"), default="uniform",
                                        help="params band: [u - 0.03, u] with u = uniform Wanda-sp's params at --ratio "
                                             "(picks never have more params than it), or --ratio +- 0.015")
+    from dataclasses import fields
+
+    from nas_llm.search import SearchConfig
+
+    default = {f.name: f.default for f in fields(SearchConfig)}  # the search's own defaults, never restated here
     sub.choices["search"].add_argument("--halving", type=int, default=None, metavar="ETA",
-                                       help="promotion share (default: the search's, 8); 4 with --rung-step 4 is the "
-                                            "rule of the runs before 2026-12-07")
+                                       help=f"promotion share (default: the search's, {default['halving']}); 4 with "
+                                            "--rung-step 4 is the rule of the runs before 2026-12-07")
     sub.choices["search"].add_argument("--rung-step", type=int, default=None, metavar="STEP",
-                                       help="rung ladder factor (default: the search's, 4)")
+                                       help=f"rung ladder factor (default: the search's, {default['rung_step']})")
     sub.choices["search"].add_argument("--sens-points", type=int, default=None, metavar="N",
                                        help="measured widths per layer in the sensitivity table (default: the "
-                                            "search's, 4); 2 is the setting of the runs before 2026-12-07 03:30 UTC")
+                                            f"search's, {default['sens_points']}); 2 is the setting of the runs "
+                                            "before 2026-12-07 03:30 UTC")
     sub.choices["report"].add_argument("runs", nargs="+", type=Path)
     sub.choices["replay"].add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args(argv)
