@@ -27,8 +27,8 @@ from __future__ import annotations
 import copy
 import math
 import os
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -225,12 +225,18 @@ class Perplexity(Objective):
         """Replacement weights for sliced maps (none here; see :class:`ReformedPerplexity`)."""
         return None
 
+    @contextmanager
+    def reference_model(self, subnet: Subnet, ctx: Context) -> Iterator[nn.Module]:
+        """What the fast path must equal: the masked dense model, all layers."""
+        with ctx.masked(subnet) as m:
+            yield m
+
     def naive(self, subnet: Subnet, ctx: Context) -> float:
-        """The reference: masked dense model, all layers, same windows."""
+        """The reference: :meth:`reference_model` on all layers, same windows."""
         from nas_llm.model.metrics import nll_sum
 
         ids = self.ids(ctx)[: self.rows]
-        with ctx.masked(subnet) as m:
+        with self.reference_model(subnet, ctx) as m:
             total, count = nll_sum(m, ids, self.batch_size, self.head_chunk)
         return math.exp(total / count)
 
@@ -244,6 +250,48 @@ class Perplexity(Objective):
     def score(self, subnet: Subnet, ctx: Context) -> float:
         if not self.fast:
             return self.naive(subnet, ctx)
+        total, count = self._summed(subnet, ctx, kl=False)
+        return math.exp(total / count)
+
+    def reference(self, ctx: Context) -> list[torch.Tensor]:
+        """The dense model's final hidden states on this objective's windows, per batch (what :meth:`divergence`
+        compares with; one dense pass, kept in ``ctx.cache``)."""
+        from nas_llm.model.metrics import final_hidden
+
+        k = self._key(ctx) + ("reference", self.batch_size)
+        if k not in ctx.cache:
+            ids, dev = self.ids(ctx), next(ctx.model.parameters()).device
+            with torch.no_grad():
+                ctx.cache[k] = [final_hidden(ctx.model, ids[s : s + self.batch_size].to(dev)).detach().clone()
+                                for s in range(0, ids.shape[0], self.batch_size)]
+        return ctx.cache[k]
+
+    def divergence(self, subnet: Subnet, ctx: Context) -> float:
+        """Mean per-token ``KL(dense || subnet)`` in nats on this objective's windows (0 for the dense model).
+
+        What the allocation's sensitivity measures by default (``nas_llm.search.sensitivity``): the expected
+        log-perplexity increase, computed on the whole next-token distribution rather than on the text's one
+        token, so a few short windows rank the layers' cuts with little noise. Same prefix reuse, sliced
+        layers and refit weights as :meth:`score`; ``fast=False``: the masked dense model on all layers.
+        """
+        if self.fast:
+            total, count = self._summed(subnet, ctx, kl=True)
+            return total / count
+        from nas_llm.model.metrics import row_kl
+
+        ids, ref = self.ids(ctx)[: self.rows], self.reference(ctx)
+        dev = next(ctx.model.parameters()).device
+        total = 0.0
+        with torch.no_grad(), self.reference_model(subnet, ctx) as m:
+            for bi, s in enumerate(range(0, ids.shape[0], self.batch_size)):
+                x = ids[s : s + self.batch_size].to(dev)
+                total += float(row_kl(m, x, ref[bi][: x.shape[0]], self.head_chunk).sum())
+        return total / (ids.shape[0] * (ids.shape[1] - 1))
+
+    def _summed(self, subnet: Subnet, ctx: Context, kl: bool) -> tuple[float, int]:
+        """Summed NLL (``kl``: summed KL from the dense model) over this fidelity's windows, and the token count."""
+        from nas_llm.model.metrics import row_kl
+
         plan = ctx.plan(subnet)
         pc = self.prefix_cache(ctx)
         ids = pc.ids[: self.rows]
@@ -252,7 +300,8 @@ class Perplexity(Objective):
         self.last = {"first_changed": first}
         if first >= subnet.num_layers:
             self.last["start"] = subnet.num_layers
-            return math.exp(float(pc.dense_nll[: self.rows].sum()) / count)
+            return (0.0 if kl else float(pc.dense_nll[: self.rows].sum())), count
+        ref = self.reference(ctx) if kl else None
         start = pc.start_for(first)
         self.last["start"] = start
         dev = next(ctx.model.parameters()).device
@@ -267,15 +316,18 @@ class Perplexity(Objective):
         with torch.no_grad(), plan_swapped(ctx.model, plan, first, weights, start, inject), autocast_for(self.dtype, dev):
             for bi, s in enumerate(range(0, ids.shape[0], self.batch_size)):
                 x = ids[s : s + self.batch_size].to(dev)
-                mk = (key, s, x.shape[0], self.dtype)  # a bfloat16 screening batch never stands in for float32
+                # a bfloat16 screening batch never stands in for float32, nor a divergence for an NLL
+                mk = (key, s, x.shape[0], self.dtype) + (("kl",) if kl else ())
                 if mk in memo:
                     total, reused = total + memo[mk], reused + x.shape[0]
                     continue
                 inject["h"] = pc.states[start][bi][: x.shape[0]]
-                memo[mk] = float(row_nll(ctx.model, x, self.head_chunk).sum())
+                rows = row_kl(ctx.model, x, ref[bi][: x.shape[0]], self.head_chunk) if kl else \
+                    row_nll(ctx.model, x, self.head_chunk)
+                memo[mk] = float(rows.sum())
                 total += memo[mk]
         self.last["reused_windows"] = reused
-        return math.exp(total / count)
+        return total, count
 
 
 def __getattr__(name: str) -> Any:

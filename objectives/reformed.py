@@ -9,9 +9,9 @@ order, so a cold refit of a new width is one triangular solve. The refitted weig
 """
 from __future__ import annotations
 
-import math
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -157,17 +157,15 @@ class ReformedPerplexity(Perplexity):
                     out[(i, role)] = self.reformed(ctx, i, role, cut.cols)
         return out
 
-    def naive(self, subnet: Subnet, ctx: Context) -> float:
+    @contextmanager
+    def reference_model(self, subnet: Subnet, ctx: Context) -> Iterator[nn.Module]:
         """The reference: a physically sliced copy with the reformed weights written in, all layers."""
-        from nas_llm.model.metrics import nll_sum
-
         plan = ctx.plan(subnet)
         small = ctx.sliced(subnet)
         kept_layers = [i for i, lp in enumerate(plan.layers) if lp.keep]
         for (i, role), w in self.weights_for(plan, 0, ctx).items():
             refit_map(small, kept_layers.index(i), role).weight.data.copy_(w)
-        total, count = nll_sum(small, self.ids(ctx)[: self.rows], self.batch_size, self.head_chunk)
-        return math.exp(total / count)
+        yield small
 
 
 class _WeightCache:

@@ -149,7 +149,7 @@ def test_alloc_seeds_enter_the_first_generation_with_their_tags():
     made = alloc_seeds(space, table, [0.6, 0.75, 0.9], floor=0.55)
     assert made and len({s.key() for s, _ in made}) == len(made)
     assert all(0.55 <= space.ratio(s) <= info["ratio"] + 1e-9 for s, info in made)
-    assert {info["weighting"] for _, info in made} <= {"joint", "mlp", "flat"}
+    assert {info["weighting"] for _, info in made} <= {"joint", "flat25", "flat", "flat75"}
     rank = Ranking.identity(DIMS.num_layers, DIMS.num_kv_heads, DIMS.intermediate)
     pop = initial_population(space, rank, 4, seed=0, ratios=(0.7,), extra=[(s, "alloc") for s, _ in made])
     tags = [src for _, src in pop]

@@ -76,3 +76,33 @@ def test_bfloat16_head_reduces_in_float32():
     assert got.dtype == torch.float64 and torch.isfinite(got).all()
     assert ((got - ref).abs() / ref).max() < 0.05  # bfloat16 body and head: close, not equal
     assert not torch.equal(got, ref)
+
+
+def test_chunked_kl_equals_full_logits_kl_in_float64():
+    """head_row_kl == KL(p_ref || p) from full float64 logits (an independent reference), for any chunk."""
+    from nas_llm.model.metrics import head_row_kl, row_kl
+
+    model = tiny_model("llama-gqa")
+    ids = ids_for(model, rows=2, L=19, seed=4)
+    with torch.no_grad():
+        h = model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+        ref = h + 0.3 * torch.randn(h.shape, generator=torch.Generator().manual_seed(0))
+        W = model.lm_head.weight.double()
+        lp, lq = torch.log_softmax(ref[:, :-1].double() @ W.T, -1), torch.log_softmax(h[:, :-1].double() @ W.T, -1)
+        want = (lp.exp() * (lp - lq)).sum(-1).sum(1)
+        for chunk in (1, 5, 0):
+            torch.testing.assert_close(head_row_kl(h, ref, model.lm_head, chunk), want, rtol=1e-6, atol=1e-9)
+        assert (head_row_kl(h, h, model.lm_head, 4) == 0).all()  # a model against itself
+        torch.testing.assert_close(row_kl(model, ids, ref, 3), want, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="differ in shape"):
+        head_row_kl(h, ref[:, 1:], model.lm_head)
+
+
+def test_kl_refuses_a_model_with_a_logit_transform():
+    from nas_llm.model.metrics import row_kl
+
+    model = tiny_model("llama-gqa")
+    model.config.final_logit_softcapping = 30.0
+    ids = ids_for(model, rows=1, L=5)
+    with pytest.raises(ValueError, match="use the NLL instead"):
+        row_kl(model, ids, torch.zeros(1, 5, model.config.hidden_size))

@@ -216,3 +216,32 @@ def test_smollm2_fast_equals_naive(smollm2):
     s = type(space.dense())(tuple(late))
     assert obj.score(s, c) == pytest.approx(obj.naive(s, c), rel=1e-5)
     assert obj.last["start"] == 20
+
+
+@pytest.mark.parametrize("family", ["llama-gqa", "qwen3"])
+@pytest.mark.parametrize("cache_mb", [64.0, 0.01])
+def test_divergence_fast_equals_naive_and_hand_computed(family, cache_mb, text_file):
+    """KL(dense || subnet): prefix reuse + sliced layers == the masked model == full logits by hand; 0 for the dense."""
+    c = make_ctx(family)
+    obj = Perplexity(text_file, n_samples=5, seq_len=20, batch_size=2, cache_mb=cache_mb)
+    slow = Perplexity(text_file, n_samples=5, seq_len=20, batch_size=2, cache_mb=cache_mb, fast=False)
+    sp = c.space
+    rng = np.random.default_rng(2)
+    late = list(sp.dense().layers)
+    late[2] = sp.sample(rng).layers[2]
+    subs = [sp.uniform(kv_groups=1), sp.uniform(neurons=sp.neuron_choices[0]), sp.sample(rng, 0.3),
+            type(sp.dense())(tuple(late))]
+    ids = obj.ids(c)
+    with torch.no_grad():
+        p = torch.log_softmax(c.model(input_ids=ids).logits[:, :-1].double(), -1)
+    assert obj.divergence(sp.dense(), c) == 0.0 and slow.divergence(sp.dense(), c) == pytest.approx(0.0, abs=1e-7)
+    for s in subs:
+        fast = obj.divergence(s, c)
+        with torch.no_grad(), c.masked(s) as m:
+            q = torch.log_softmax(m(input_ids=ids).logits[:, :-1].double(), -1)
+        by_hand = float((p.exp() * (p - q)).sum(-1).mean())
+        assert fast > 0 and fast == pytest.approx(by_hand, rel=1e-4), s.key()
+        assert slow.divergence(s, c) == pytest.approx(fast, rel=1e-5), s.key()
+        # an NLL and a divergence of the same subnet are memoised apart
+        assert obj.score(s, c) == pytest.approx(obj.naive(s, c), rel=1e-5)
+        assert obj.divergence(s, c) == fast

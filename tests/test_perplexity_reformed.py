@@ -207,3 +207,17 @@ def test_one_dense_gram_pass_per_search(tmp_path, text_file, monkeypatch):
         warnings.simplefilter("ignore", UserWarning)
         run_search(cfg, model=tiny_model(), tokenizer=CharTokenizer())
     assert len(calls) == 1
+
+
+def test_divergence_of_the_reformed_fast_path_equals_the_hand_built_model(text_file):
+    """The refit weights enter the divergence as they enter the score: fast path == sliced reformed copy."""
+    c = make_ctx()
+    obj = ReformedPerplexity(text_file, n_samples=4, seq_len=20, batch_size=2, reform_samples=6, reform_seq_len=24)
+    slow = ReformedPerplexity(text_file, n_samples=4, seq_len=20, batch_size=2, reform_samples=6, reform_seq_len=24,
+                              fast=False)
+    plain = Perplexity(text_file, n_samples=4, seq_len=20, seed=1, batch_size=2)
+    for s in subnets(c.space)[:4]:
+        d = obj.divergence(s, c)
+        assert d > 0 and slow.divergence(s, c) == pytest.approx(d, rel=1e-5), s.summary()
+        if s.key() != c.space.uniform(drop=[c.space.num_layers - 1]).key():
+            assert d < plain.divergence(s, c), s.summary()  # the refit brings the cut model closer to the dense one

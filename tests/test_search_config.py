@@ -22,7 +22,7 @@ ARGV = ["--out", "runs/x", "--model", "some-hub/model", "--driver", "optuna", "-
         "--ppl-seq-len", "48", "--importance", "wanda", "--screen", "0.5", "--rescore-fronts", "2",
         "--no-rescore-baselines", "--init", "random", "--ref-point=-1.5,0.25,7", "--reform", "exact", "--no-progress",
         "--halving", "3", "--rung-step", "2", "--screen-dtype", "float32", "--head-chunk", "64", "--no-alloc", "--sens-samples", "2",
-        "--sens-seq-len", "32", "--sens-points", "3", "--no-sens-cache", "--threads", "1"]
+        "--sens-seq-len", "32", "--sens-points", "3", "--sens-metric", "nll", "--no-sens-cache", "--threads", "1"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -118,7 +118,7 @@ def test_legacy_run_json_is_read():
 
 
 # what a search did before issue 18's settings existed: no halving, float32 screening, the full LM head, no alloc seeds
-BEFORE = dict(halving=0, rung_step=0, screen_dtype="float32", head_chunk=0, alloc=False, query_heads=False)
+BEFORE = dict(halving=0, rung_step=0, screen_dtype="float32", head_chunk=0, alloc=False, query_heads=False, sens_metric="nll")
 
 
 def test_runs_from_before_the_speed_settings_resume_only_with_their_behaviour():
@@ -130,7 +130,7 @@ def test_runs_from_before_the_speed_settings_resume_only_with_their_behaviour():
     c = SearchConfig.from_json(stored, out="r")
     assert {k: getattr(c, k) for k in BEFORE} == BEFORE
     assert [d.split()[0] for d in c.diff(SearchConfig(out="r"))] == ["--no-query-heads", "--halving", "--rung-step", "--screen-dtype", "--head-chunk",
-                                                                  "--no-alloc"]
+                                                                  "--no-alloc", "--sens-metric"]
     assert c.diff(SearchConfig(out="r", **BEFORE)) == []
 
 
@@ -154,8 +154,10 @@ def test_speed_settings_reach_run_json_the_objectives_and_the_resume_check():
     args = c.objective_args()["perplexity_reformed"]
     assert (args["head_chunk"], args["screen_dtype"]) == (128, "float32")
     d = [x.split()[0] for x in c.diff(replace(c, halving=8, screen_dtype="bfloat16", head_chunk=0, alloc=False,
-                                                sens_samples=8, sens_seq_len=256, sens_points=3, threads=2))]
-    assert d == ["--halving", "--screen-dtype", "--head-chunk", "--no-alloc", "--sens-samples", "--sens-seq-len", "--sens-points"]
+                                                sens_samples=8, sens_seq_len=256, sens_points=3, sens_metric="nll",
+                                                threads=2))]
+    assert d == ["--halving", "--screen-dtype", "--head-chunk", "--no-alloc", "--sens-samples", "--sens-seq-len", "--sens-points",
+                 "--sens-metric"]
 
 
 def test_screen_dtypes_match_the_objective():
@@ -163,6 +165,13 @@ def test_screen_dtypes_match_the_objective():
     from nas_llm.search.config import SCREEN_DTYPES as CONFIG_DTYPES
 
     assert CONFIG_DTYPES == SCREEN_DTYPES
+
+
+def test_sens_metrics_match_the_sensitivity_module():
+    from nas_llm.search.config import SENS_METRICS as CONFIG_METRICS
+    from nas_llm.search.sensitivity import SENS_METRICS
+
+    assert CONFIG_METRICS == SENS_METRICS
 
 
 # -- validation ----------------------------------------------------------------------------------------

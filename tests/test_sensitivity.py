@@ -37,7 +37,7 @@ def test_probe_points_are_inside_the_space():
 
 def test_measured_costs_are_single_layer_cuts_scored_independently(text_file):
     c = make_ctx(granularity=16)
-    sens = S.measure(probe(text_file), c, points=2)
+    sens = S.measure(probe(text_file), c, points=2, metric="nll")
     ref = probe(text_file)  # a fresh objective on a fresh context: the naive (sliced-model) path
     c2 = make_ctx(granularity=16)
     base = math.log(ref.naive(c2.space.dense(), c2))
@@ -49,6 +49,23 @@ def test_measured_costs_are_single_layer_cuts_scored_independently(text_file):
         for j, g in enumerate(sens.kv_counts):
             cut = Subnet(tuple(l if k != i else type(l)(g, l.neurons, True) for k, l in enumerate(dense)))
             assert sens.attn_cost[i][j] == pytest.approx(math.log(ref.naive(cut, c2)) - base, abs=1e-5)
+
+
+def test_kl_costs_are_single_layer_divergences_of_the_sliced_reformed_model(text_file):
+    c = make_ctx(granularity=16)
+    sens = S.measure(probe(text_file), c, points=2)  # the default metric: KL(dense || cut)
+    ref, c2 = probe(text_file, fast=False), make_ctx(granularity=16)  # a sliced copy with the refit weights
+    dense = c2.space.dense().layers
+    for i in range(c.space.num_layers):
+        for j, w in enumerate(sens.mlp_widths):
+            cut = Subnet(tuple(l if k != i else type(l)(l.kv_groups, w, True) for k, l in enumerate(dense)))
+            assert sens.mlp_cost[i][j] == pytest.approx(ref.divergence(cut, c2), rel=1e-4, abs=1e-9)
+        for j, g in enumerate(sens.kv_counts):
+            cut = Subnet(tuple(l if k != i else type(l)(g, l.neurons, True) for k, l in enumerate(dense)))
+            assert sens.attn_cost[i][j] == pytest.approx(ref.divergence(cut, c2), rel=1e-4, abs=1e-9)
+    assert min(v for row in sens.mlp_cost + sens.attn_cost for v in row) > 0  # a divergence is never negative
+    with pytest.raises(ValueError, match="metric 'ppl' is not one of kl, nll"):
+        S.measure(probe(text_file), c, points=1, metric="ppl")
 
 
 def test_priced_table_is_monotone_zero_at_dense_and_exact_where_measured(text_file):

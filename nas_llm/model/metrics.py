@@ -48,6 +48,40 @@ def head_row_nll(hidden: torch.Tensor, head: nn.Linear, ids: torch.Tensor, chunk
     return out.view(b, L - 1).sum(1)
 
 
+def head_row_kl(hidden: torch.Tensor, ref: torch.Tensor, head: nn.Linear, chunk: int = DEFAULT_HEAD_CHUNK) -> torch.Tensor:
+    """Summed ``KL(p_ref || p)`` per row (float64, nats) over the predicted positions (all but the last), where
+    ``p = softmax(head(hidden))`` and ``p_ref = softmax(head(ref))``; both ``[b, L, d]`` final hidden states.
+
+    Why: a cut's effect on the next-token *distribution* is measured on every vocabulary entry, not only on the one
+    token the text happens to hold, so on a few short windows it is far less noisy than the change of the NLL (whose
+    expectation it is when the text follows the reference model). Chunked like :func:`head_row_nll`.
+    """
+    if hidden.shape != ref.shape:
+        raise ValueError(f"hidden states {tuple(hidden.shape)} and reference {tuple(ref.shape)} differ in shape")
+    b, L, d = hidden.shape
+    h, r = hidden[:, :-1].reshape(-1, d), ref[:, :-1].reshape(-1, d).to(hidden.device)
+    out = torch.empty(h.shape[0], dtype=torch.float64, device=h.device)
+    step = h.shape[0] if chunk <= 0 else int(chunk)
+    for s in range(0, h.shape[0], step):
+        logq = torch.log_softmax(head(h[s : s + step]).float(), dim=-1)
+        logp = torch.log_softmax(head(r[s : s + step]).float(), dim=-1)
+        out[s : s + step] = (logp.exp() * (logp - logq)).sum(-1).double()
+    return out.view(b, L - 1).sum(1)
+
+
+def final_hidden(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The final (normed) hidden states ``[b, L, d]`` that the LM head reads (chunkable models only)."""
+    if not chunkable(model):
+        raise ValueError(f"{type(model).__name__} transforms its logits after the LM head (one of "
+                         f"{', '.join(_LOGIT_TRANSFORMS)}); its KL divergence needs the full logits: use the NLL instead")
+    return model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+
+
+def row_kl(model: nn.Module, ids: torch.Tensor, ref: torch.Tensor, head_chunk: int = DEFAULT_HEAD_CHUNK) -> torch.Tensor:
+    """Summed ``KL(reference || model)`` per row of ``ids``; ``ref``: the reference model's :func:`final_hidden`."""
+    return head_row_kl(final_hidden(model, ids), ref, model.get_output_embeddings(), head_chunk)
+
+
 def logits_row_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Summed next-token NLL per row (float64) from full logits ``[b, L, vocab]`` (the plain head)."""
     b, L = ids.shape

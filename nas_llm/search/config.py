@@ -27,9 +27,11 @@ INITS = ("importance", "random")
 IMPORTANCE = ("obs", "magnitude", "wanda", "flap")  # == nas_llm.model.importance.METHODS (tested)
 REFORM_METHODS = ("admm", "exact", "bias")
 SCREEN_DTYPES = ("float32", "bfloat16")  # == objectives.perplexity.SCREEN_DTYPES (tested)
+SENS_METRICS = ("kl", "nll")  # == nas_llm.search.sensitivity.SENS_METRICS (tested)
 TEST_SPLITS = ("wikitext2-test", "ptb-test")  # bundled evaluation splits: never calibrate (or search) on them
 # what a run.json written before a setting existed was searched with (not today's default)
-_BEFORE = {"halving": 0, "rung_step": 0, "screen_dtype": "float32", "head_chunk": 0, "alloc": False, "query_heads": False}
+_BEFORE = {"halving": 0, "rung_step": 0, "screen_dtype": "float32", "head_chunk": 0, "alloc": False, "query_heads": False,
+           "sens_metric": "nll"}
 # settings that matter for one driver only (a resume with another --sampler under pymoo changes nothing)
 _ONLY_FOR = {"algorithm": "pymoo", "sampler": "optuna", "storage": "optuna", "study_name": "optuna"}
 
@@ -97,13 +99,17 @@ class SearchConfig:
     head_chunk: int = _opt(256, "perplexity objectives: tokens per LM-head chunk (0: the full logits at once)", lo=0)
     alloc: bool = _opt(True, "no allocation seeds (first generation: per-layer sensitivity + knapsack DP)",
                        flag="--no-alloc")
-    sens_samples: int = _opt(8, "allocation seeds: windows of the per-layer sensitivity measurement", lo=1)
+    sens_samples: int = _opt(4, "allocation seeds: windows of the per-layer sensitivity measurement (4 since 2026-12-07: with "
+                                "--sens-metric kl, 4 windows' seeds were within 0.2 %% of 8 windows' at half the time)", lo=1)
     sens_seq_len: int = _opt(256, "allocation seeds: tokens per sensitivity window", lo=2)
     sens_cache: bool = _opt(True, "do not share the per-layer sensitivity table with other runs of the same model and "
                                   "settings ($NAS_LLM_CACHE/sensitivity, default ~/.cache/nas_llm/sensitivity)",
                             flag="--no-sens-cache", numbers=False)
     sens_points: int = _opt(4, "allocation seeds: measured widths (and KV-group counts) per layer; the refit error "
                                "prices the others (4 since 2026-12-07: lower validation than 2 at 90 and 70 %%, benchmarks/RESULTS.md)", lo=1)
+    sens_metric: str = _opt("kl", "allocation seeds: what a single-layer cut costs: kl = mean KL(dense || cut) per token, "
+                                  "nll = the log-perplexity increase (noisier on the short windows; kl since 2026-12-07, "
+                                  "benchmarks/RESULTS.md 'Sensitivity metric')", choices=SENS_METRICS)
     threads: int = _opt(0, "torch threads (0: the cores the load average leaves free, at least 1)", numbers=False, lo=0)
     rescore_baselines: bool = _opt(True, "do not re-score the feasible uniform baselines at full fidelity at the end",
                                    flag="--no-rescore-baselines", numbers=False)
@@ -401,4 +407,4 @@ def _constraint_text(c: dict | str) -> str:
 
 
 __all__ = ["SearchConfig", "add_arguments", "DEFAULT_OBJECTIVES", "ALGORITHMS", "SAMPLERS", "INITS", "IMPORTANCE",
-           "REFORM_METHODS", "SCREEN_DTYPES", "TEST_SPLITS"]
+           "REFORM_METHODS", "SCREEN_DTYPES", "SENS_METRICS", "TEST_SPLITS"]

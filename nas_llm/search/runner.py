@@ -195,7 +195,7 @@ def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[
              "objective_args": config.objective_args().get(obj.name), "importance": config.importance,
              "calibration": [config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed],
              "granularity": config.granularity, "windows": [config.sens_samples, config.sens_seq_len],
-             "dtype": "float32", "points": config.sens_points}
+             "dtype": "float32", "points": config.sens_points, "metric": config.sens_metric}
     ratios = list(seed_ratios(sp.constraints) or DEFAULT_RATIOS)
     lo, hi = min(ratios), max(ratios)
     # measure down to twice the uniform cut at the smallest size asked for (at least half the MLP): deep
@@ -206,7 +206,7 @@ def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[
     shared = cache_dir() / "sensitivity" if config.sens_cache else None
     texts = {config.calibration, (keyed["objective_args"] or {}).get("source")} - {None} if shared else set()
     sens = load_or_measure(run.path, probe, sp.ctx, config.sens_points, keyed, depth, cache=shared,
-                           cache_extra={str(t): text_digest(t) for t in texts})
+                           cache_extra={str(t): text_digest(t) for t in texts}, metric=config.sens_metric)
     # also the uniform MLP subnets' own sizes inside the band: allocations at exactly the baseline's params
     ratios += [sp.space.ratio(u) for u in {sp.space.uniform_at_ratio(r, "mlp") for r in ratios} if lo <= sp.space.ratio(u) <= hi]
     made = alloc_seeds(sp.space, sens.table(sp.space), sorted(set(ratios)), floor=lo if seed_ratios(sp.constraints) else None)

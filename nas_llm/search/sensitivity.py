@@ -4,8 +4,9 @@ shared folder (``$NAS_LLM_CACHE/sensitivity``) that the other seeds and runs of 
 For every layer and a few widths (``points`` MLP widths and KV-group counts, evenly spaced in the cut
 fraction up to ``max_cut``) the search's perplexity objective scores the dense model with *only that
 layer* cut, on a few short windows of its own text (``n_samples x seq_len``; prefix reuse makes a late
-layer cheap). The cost is the increase of log perplexity. Between the measured widths the cost follows
-the layer's own refit error (``PrefixFactor.errors``: exact for every width from one product), so a
+layer cheap). The cost is the mean per-token KL divergence of the cut model's next-token distribution
+from the dense model's (``metric="kl"``) or the increase of log perplexity (``"nll"``). Between the
+measured widths the cost follows the layer's own refit error (``PrefixFactor.errors``: exact for every width from one product), so a
 couple of forwards per layer price all of its widths; an objective without a refit interpolates in the
 cut fraction instead. Cuts deeper than measured are not priced (cost ``inf``): extrapolating one noisy
 measurement sent whole layers to a single neuron block. :func:`nas_llm.search.allocation.allocate`
@@ -32,6 +33,7 @@ from search_spaces.plan import head_channels
 from .allocation import CostTable
 
 SENSITIVITY_FILE = "sensitivity.json"
+SENS_METRICS = ("kl", "nll")  # what a single-layer cut costs: see measure()
 
 
 @dataclass
@@ -129,20 +131,36 @@ def error_curves(objective: Any, ctx: Any) -> tuple[list[list[float]], list[list
     return mlp, attn
 
 
-def measure(objective: Any, ctx: Any, points: int = 2, settings: dict | None = None, max_cut: float = 0.5) -> Sensitivity:
-    """Score every single-layer cut of :func:`probe_points` with ``objective`` (already on its probe windows)."""
+def measure(objective: Any, ctx: Any, points: int = 2, settings: dict | None = None, max_cut: float = 0.5,
+            metric: str = "kl") -> Sensitivity:
+    """Score every single-layer cut of :func:`probe_points` with ``objective`` (already on its probe windows).
+
+    ``metric``: ``kl`` -- the mean per-token ``KL(dense || cut)`` (``objective.divergence``); ``nll`` -- the
+    increase of log perplexity. Both are nats per token (the first is the expectation of the second), but
+    on a few short windows the NLL change is as noisy as the smaller costs it should rank (it even comes
+    out negative), and allocations from it scored worse (benchmarks/RESULTS.md, 'Sensitivity metric').
+    """
     from tqdm.auto import tqdm
 
+    if metric not in SENS_METRICS:
+        raise ConfigError(f"sensitivity metric {metric!r} is not one of {', '.join(SENS_METRICS)}")
     space = ctx.space
     t0 = time.perf_counter()
     objective.setup(ctx)
-    base = math.log(objective.score(space.dense(), ctx))
+    if metric == "kl":
+        def cost_of(s: Subnet) -> float:
+            return objective.divergence(s, ctx)
+    else:
+        base = math.log(objective.score(space.dense(), ctx))
+
+        def cost_of(s: Subnet) -> float:
+            return math.log(objective.score(s, ctx)) - base
     widths, kvs = probe_points(space, points, max_cut)
     L = space.num_layers
     jobs = [(i, "neurons", w) for i in range(L) for w in widths] + [(i, "kv_groups", g) for i in range(L) for g in kvs]
     cost: dict[tuple[int, str, int], float] = {}
     for i, what, v in tqdm(jobs, desc="layer sensitivity", disable=not ctx.progress, leave=False):
-        cost[(i, what, v)] = math.log(objective.score(_one_layer(space, i, **{what: v}), ctx)) - base
+        cost[(i, what, v)] = cost_of(_one_layer(space, i, **{what: v}))
     mlp_err, attn_err = error_curves(objective, ctx)
     return Sensitivity(settings or {}, widths, kvs, [[cost[(i, "neurons", w)] for w in widths] for i in range(L)],
                        [[cost[(i, "kv_groups", g)] for g in kvs] for i in range(L)], mlp_err, attn_err,
@@ -168,7 +186,8 @@ def shared_path(cache: str | Path, settings: dict, extra: dict | None = None) ->
 
 
 def load_or_measure(run_dir: str | Path | None, objective: Any, ctx: Any, points: int, settings: dict,
-                    max_cut: float = 0.5, cache: str | Path | None = None, cache_extra: dict | None = None) -> Sensitivity:
+                    max_cut: float = 0.5, cache: str | Path | None = None, cache_extra: dict | None = None,
+                    metric: str = "kl") -> Sensitivity:
     """The run folder's table when it was measured with ``settings``; else the shared ``cache`` folder's (the table
     depends on the model, the probe windows and ``settings``, not on the search seed, so a second seed or a rerun
     skips the measurement); else measure. Whatever was missing is written (atomic); ``.source`` says which it was.
@@ -177,7 +196,7 @@ def load_or_measure(run_dir: str | Path | None, objective: Any, ctx: Any, points
     shared = None if cache is None else shared_path(cache, settings, cache_extra)
     sens = (_read(path, settings, "run") if path is not None else None) or \
            (_read(shared, settings, "cache") if shared is not None else None) or \
-           measure(objective, ctx, points, settings, max_cut)
+           measure(objective, ctx, points, settings, max_cut, metric)
     for where, src in ((path, "run"), (shared, "cache")):
         if where is not None and sens.source != src and _read(where, settings, src) is None:
             try:
@@ -190,4 +209,4 @@ def load_or_measure(run_dir: str | Path | None, objective: Any, ctx: Any, points
     return sens
 
 
-__all__ = ["Sensitivity", "SENSITIVITY_FILE", "measure", "load_or_measure", "shared_path", "probe_points", "error_curves"]
+__all__ = ["Sensitivity", "SENSITIVITY_FILE", "SENS_METRICS", "measure", "load_or_measure", "shared_path", "probe_points", "error_curves"]
