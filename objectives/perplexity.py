@@ -16,6 +16,9 @@ every k-th boundary only (the few dense layers between a boundary and the change
 :class:`~objectives.reformed.ReformedPerplexity` (``perplexity_reformed``) scores the same way after a
 least-squares refit of the cut maps, so a search ranks subnets by what reformation will make of them.
 
+:meth:`Perplexity.divergence` scores a subnet the same way by the mean per-token KL divergence of its
+next-token distribution from the dense model's (what the allocation's per-layer sensitivity measures).
+
 Two more savings, both settings of the objective: the LM head runs in chunks of ``head_chunk`` tokens
 (``nas_llm.model.metrics.head_row_nll``: no ``[rows, L, vocab]`` logits), and ``screen_dtype="bfloat16"``
 scores the *screening* fidelities (``at_fidelity(f < 1)``) under ``torch.autocast`` -- full fidelity is
@@ -272,7 +275,7 @@ class Perplexity(Objective):
         What the allocation's sensitivity measures by default (``nas_llm.search.sensitivity``): the expected
         log-perplexity increase, computed on the whole next-token distribution rather than on the text's one
         token, so a few short windows rank the layers' cuts with little noise. Same prefix reuse, sliced
-        layers and refit weights as :meth:`score`; ``fast=False``: the masked dense model on all layers.
+        layers and refit weights as :meth:`score`; ``fast=False``: :meth:`reference_model` on all layers.
         """
         if self.fast:
             total, count = self._summed(subnet, ctx, kl=True)
