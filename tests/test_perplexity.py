@@ -245,3 +245,5 @@ def test_divergence_fast_equals_naive_and_hand_computed(family, cache_mb, text_f
         # an NLL and a divergence of the same subnet are memoised apart
         assert obj.score(s, c) == pytest.approx(obj.naive(s, c), rel=1e-5)
         assert obj.divergence(s, c) == fast
+        # a lower fidelity: the first 3 of 5 windows (a one-row last batch), against the reference on the same rows
+        assert obj.at_fidelity(0.6).divergence(s, c) == pytest.approx(slow.at_fidelity(0.6).divergence(s, c), rel=1e-5)

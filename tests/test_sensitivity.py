@@ -101,13 +101,14 @@ def test_run_folder_caches_the_table(tmp_path, text_file, monkeypatch):
     assert S.load_or_measure(tmp_path, probe(text_file), c, 1, {"k": 1}) == a
     monkeypatch.undo()
     b = S.load_or_measure(tmp_path, probe(text_file), c, 1, {"k": 2})  # other settings: measured anew
-    assert b.settings == {"k": 2} and json.loads((tmp_path / S.SENSITIVITY_FILE).read_text())["settings"] == {"k": 2}
+    assert b.settings == {"k": 2, "metric": "kl"}  # the default metric joins the settings it was measured with
+    assert json.loads((tmp_path / S.SENSITIVITY_FILE).read_text())["settings"] == {"k": 2, "metric": "kl"}
 
 
 def test_shared_cache_serves_other_runs_of_the_same_settings_only(tmp_path, text_file, monkeypatch):
     c, cache = make_ctx(granularity=16), tmp_path / "cache"
     a = S.load_or_measure(tmp_path / "r1", probe(text_file), c, 1, {"k": 1}, cache=cache, cache_extra={"t": "x"})
-    assert a.source == "measured" and S.shared_path(cache, {"k": 1}, {"t": "x"}).is_file()
+    assert a.source == "measured" and S.shared_path(cache, {"k": 1, "metric": "kl"}, {"t": "x"}).is_file()
     monkeypatch.setattr(S, "measure", lambda *a, **k: pytest.fail("measured again"))
     b = S.load_or_measure(tmp_path / "r2", probe(text_file), c, 1, {"k": 1}, cache=cache, cache_extra={"t": "x"})
     assert b == a and b.source == "cache" and (tmp_path / "r2" / S.SENSITIVITY_FILE).is_file()
@@ -121,10 +122,25 @@ def test_shared_cache_serves_other_runs_of_the_same_settings_only(tmp_path, text
     assert S.load_or_measure(tmp_path / "r3", probe(text_file), c, 1, {"k": 1}, cache=cache,
                              cache_extra={"t": "y"}).source == "measured" and len(calls) == 1
     # a torn or foreign file in the cache is measured over, not trusted
-    S.shared_path(cache, {"k": 2}).write_text("{not json")
+    S.shared_path(cache, {"k": 2, "metric": "kl"}).write_text("{not json")
     d = S.load_or_measure(tmp_path / "r4", probe(text_file), c, 1, {"k": 2}, cache=cache)
     assert d.source == "measured" and len(calls) == 2
-    assert json.loads(S.shared_path(cache, {"k": 2}).read_text())["settings"] == {"k": 2}
+    assert json.loads(S.shared_path(cache, {"k": 2, "metric": "kl"}).read_text())["settings"] == {"k": 2, "metric": "kl"}
+
+
+def test_a_table_of_one_metric_never_serves_the_other(tmp_path, text_file, monkeypatch):
+    """nll tables keep the key they had before the metric existed (a resumed old run reuses its table); a KL
+    request never gets an nll table nor the reverse."""
+    c, cache = make_ctx(granularity=16), tmp_path / "cache"
+    old = S.load_or_measure(tmp_path / "r", probe(text_file), c, 1, {"k": 1}, cache=cache, metric="nll")
+    assert old.settings == {"k": 1} and S.shared_path(cache, {"k": 1}).is_file()
+    calls = []
+    real = S.measure
+    monkeypatch.setattr(S, "measure", lambda *a, **k: calls.append(a[-1] if len(a) > 5 else k.get("metric")) or real(*a, **k))
+    kl = S.load_or_measure(tmp_path / "r", probe(text_file), c, 1, {"k": 1}, cache=cache)
+    assert kl.source == "measured" and calls == ["kl"] and kl.mlp_cost != old.mlp_cost
+    assert S.load_or_measure(tmp_path / "r2", probe(text_file), c, 1, {"k": 1}, cache=cache, metric="nll") == old
+    assert S.load_or_measure(tmp_path / "r3", probe(text_file), c, 1, {"k": 1}, cache=cache) == kl and calls == ["kl"]
 
 
 def test_unwritable_shared_cache_warns_and_keeps_the_run_copy(tmp_path, text_file):
@@ -169,3 +185,15 @@ def test_search_seeds_allocations_and_reuses_the_table_on_resume(tmp_path, text_
     assert [m["key"] for m in alloc2["made"]] == [m["key"] for m in made]
     with pytest.raises(pytest.fail.Exception, match="measured again"):  # --no-sens-cache: measured anew
         go(replace(cfg, out=str(tmp_path / "r3"), seed=1, sens_cache=False))
+
+
+def test_kl_on_a_model_with_a_logit_transform_is_a_clear_error_before_measuring(tmp_path, text_file, monkeypatch):
+    model = tiny_model()
+    model.config.final_logit_softcapping = 30.0
+    cfg = SearchConfig(out=str(tmp_path / "r"), objectives=["perplexity_reformed", "params_ratio"],
+                       constraints=["params_ratio in [0.55, 0.85]"], evaluations=8, pop_size=4, granularity=16,
+                       calibration=str(text_file), calib_samples=4, calib_seq_len=16, ppl_samples=4, ppl_seq_len=16,
+                       importance="wanda", sens_samples=2, sens_seq_len=16, progress=False, sens_cache=False)
+    monkeypatch.setattr(S, "measure", lambda *a, **k: pytest.fail("measured"))
+    with pytest.raises(ValueError, match="pass --sens-metric nll, or --no-alloc"):
+        run_search(cfg, model=model, tokenizer=CharTokenizer())

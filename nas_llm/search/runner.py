@@ -186,6 +186,11 @@ def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[
     if not config.alloc or config.init != "importance" or config.join or obj is None:
         return None
     sp.setup()
+    from nas_llm.model.metrics import chunkable
+
+    if config.sens_metric == "kl" and not chunkable(sp.ctx.model):
+        raise ConfigError(f"--sens-metric kl needs the LM head's input, and {type(sp.ctx.model).__name__} transforms its "
+                          f"logits after the head (softcapping or scaling); pass --sens-metric nll, or --no-alloc")
     # fp32 always: the dense baseline comes from the fp32 prefix cache and layers before a cut reuse fp32
     # states, so a bf16 probe would add a layer-dependent offset as large as one layer's cost
     probe = obj.with_windows(config.sens_samples, config.sens_seq_len, dtype=None)
@@ -195,7 +200,7 @@ def allocation_seeds(config: SearchConfig, sp: SearchProblem, run: Run) -> dict[
              "objective_args": config.objective_args().get(obj.name), "importance": config.importance,
              "calibration": [config.calibration, config.calib_samples, config.calib_seq_len, config.calib_seed],
              "granularity": config.granularity, "windows": [config.sens_samples, config.sens_seq_len],
-             "dtype": "float32", "points": config.sens_points, "metric": config.sens_metric}
+             "dtype": "float32", "points": config.sens_points}
     ratios = list(seed_ratios(sp.constraints) or DEFAULT_RATIOS)
     lo, hi = min(ratios), max(ratios)
     # measure down to twice the uniform cut at the smallest size asked for (at least half the MLP): deep

@@ -191,7 +191,10 @@ def load_or_measure(run_dir: str | Path | None, objective: Any, ctx: Any, points
     """The run folder's table when it was measured with ``settings``; else the shared ``cache`` folder's (the table
     depends on the model, the probe windows and ``settings``, not on the search seed, so a second seed or a rerun
     skips the measurement); else measure. Whatever was missing is written (atomic); ``.source`` says which it was.
-    ``cache_extra``: more key for the shared copy only (see :func:`shared_path`)."""
+    ``cache_extra``: more key for the shared copy only (see :func:`shared_path`). ``metric`` joins ``settings``
+    (except ``nll``, so tables measured before the metric existed keep their key and are reused)."""
+    if metric != "nll":
+        settings = {**settings, "metric": metric}
     path = None if run_dir is None else Path(run_dir) / SENSITIVITY_FILE
     shared = None if cache is None else shared_path(cache, settings, cache_extra)
     sens = (_read(path, settings, "run") if path is not None else None) or \
