@@ -6,8 +6,8 @@ fraction up to ``max_cut``) the search's perplexity objective scores the dense m
 layer* cut, on a few short windows of its own text (``n_samples x seq_len``; prefix reuse makes a late
 layer cheap). The cost is the mean per-token KL divergence of the cut model's next-token distribution
 from the dense model's (``metric="kl"``) or the increase of log perplexity (``"nll"``). Between the
-measured widths the cost follows the layer's own refit error (``PrefixFactor.errors``: exact for every width from one product), so a
-couple of forwards per layer price all of its widths; an objective without a refit interpolates in the
+measured widths the cost follows the layer's own refit error (``PrefixFactor.errors``: exact for every
+width from one product), so a couple of forwards per layer price all of its widths; an objective without a refit interpolates in the
 cut fraction instead. Cuts deeper than measured are not priced (cost ``inf``): extrapolating one noisy
 measurement sent whole layers to a single neuron block. :func:`nas_llm.search.allocation.allocate`
 turns the table into subnets.
