@@ -256,17 +256,19 @@ class Perplexity(Objective):
         total, count = self._summed(subnet, ctx, kl=False)
         return math.exp(total / count)
 
-    def reference(self, ctx: Context) -> list[torch.Tensor]:
-        """The dense model's final hidden states on this objective's windows, per batch (what :meth:`divergence`
-        compares with; one dense pass, kept in ``ctx.cache``)."""
-        from nas_llm.model.metrics import final_hidden
+    def reference(self, ctx: Context) -> list:
+        """What :meth:`divergence` compares with: the dense model's next-token distributions on this objective's
+        windows, per batch, as :class:`~nas_llm.model.metrics.HeadReference` (negative entropy and expected head row
+        per token; one dense pass, kept in ``ctx.cache``)."""
+        from nas_llm.model.metrics import final_hidden, head_reference
 
         k = self._key(ctx) + ("reference", self.batch_size)
         if k not in ctx.cache:
             ids, dev = self.ids(ctx), next(ctx.model.parameters()).device
+            head = ctx.model.get_output_embeddings()
             with torch.no_grad():
-                ctx.cache[k] = [final_hidden(ctx.model, ids[s : s + self.batch_size].to(dev)).detach().clone()
-                                for s in range(0, ids.shape[0], self.batch_size)]
+                ctx.cache[k] = [head_reference(final_hidden(ctx.model, ids[s : s + self.batch_size].to(dev)), head,
+                                               self.head_chunk) for s in range(0, ids.shape[0], self.batch_size)]
         return ctx.cache[k]
 
     def divergence(self, subnet: Subnet, ctx: Context) -> float:

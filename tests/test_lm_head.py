@@ -79,8 +79,9 @@ def test_bfloat16_head_reduces_in_float32():
 
 
 def test_chunked_kl_equals_full_logits_kl_in_float64():
-    """head_row_kl == KL(p_ref || p) from full float64 logits (an independent reference), for any chunk."""
-    from nas_llm.model.metrics import head_row_kl, row_kl
+    """head_row_kl == KL(p_ref || p) from full float64 logits (an independent reference), for any chunk, from the
+    reference's hidden states or its precomputed head_reference."""
+    from nas_llm.model.metrics import head_reference, head_row_kl, row_kl
 
     model = tiny_model("llama-gqa")
     ids = ids_for(model, rows=2, L=19, seed=4)
@@ -92,10 +93,36 @@ def test_chunked_kl_equals_full_logits_kl_in_float64():
         want = (lp.exp() * (lp - lq)).sum(-1).sum(1)
         for chunk in (1, 5, 0):
             torch.testing.assert_close(head_row_kl(h, ref, model.lm_head, chunk), want, rtol=1e-6, atol=1e-9)
-        assert (head_row_kl(h, h, model.lm_head, 4) == 0).all()  # a model against itself
+        assert head_row_kl(h, h, model.lm_head, 4).abs().max() < 1e-5  # a model against itself (float32 rounding)
         torch.testing.assert_close(row_kl(model, ids, ref, 3), want, rtol=1e-6, atol=1e-9)
+        pre = head_reference(ref, model.lm_head, 7)  # computed once, used with any chunk and any rows
+        for chunk in (1, 4, 0):
+            torch.testing.assert_close(head_row_kl(h, pre, model.lm_head, chunk), want, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(row_kl(model, ids[1:], pre[1:], 3), want[1:], rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="differ in shape"):
         head_row_kl(h, ref[:, 1:], model.lm_head)
+    with pytest.raises(ValueError, match="differ in shape"):
+        head_row_kl(h, head_reference(ref[:, 1:], model.lm_head), model.lm_head)
+
+
+def test_kl_with_a_biased_head_equals_full_logits_kl_in_float64():
+    """A head with a bias: E_p[z] includes E_p[b] (the reference keeps it), still == the float64 full-logit KL."""
+    from nas_llm.model.metrics import head_reference, head_row_kl
+
+    g = torch.Generator().manual_seed(3)
+    head = torch.nn.Linear(16, 300, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(300, 16, generator=g))
+        head.bias.copy_(2 * torch.randn(300, generator=g))
+        h, ref = torch.randn(3, 11, 16, generator=g), torch.randn(3, 11, 16, generator=g)
+        W, bias = head.weight.double(), head.bias.double()
+        lp = torch.log_softmax(ref[:, :-1].double() @ W.T + bias, -1)
+        lq = torch.log_softmax(h[:, :-1].double() @ W.T + bias, -1)
+        want = (lp.exp() * (lp - lq)).sum(-1).sum(1)
+        for chunk in (1, 6, 0):
+            torch.testing.assert_close(head_row_kl(h, ref, head, chunk), want, rtol=1e-6, atol=1e-9)
+            torch.testing.assert_close(head_row_kl(h, head_reference(ref, head, chunk), head, 5), want, rtol=1e-6,
+                                       atol=1e-9)
 
 
 def test_kl_refuses_a_model_with_a_logit_transform():

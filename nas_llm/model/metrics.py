@@ -8,6 +8,7 @@ logits are reduced to ``logsumexp - target logit`` in float32 right away, which 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -48,24 +49,84 @@ def head_row_nll(hidden: torch.Tensor, head: nn.Linear, ids: torch.Tensor, chunk
     return out.view(b, L - 1).sum(1)
 
 
-def head_row_kl(hidden: torch.Tensor, ref: torch.Tensor, head: nn.Linear, chunk: int = DEFAULT_HEAD_CHUNK) -> torch.Tensor:
+@dataclass
+class HeadReference:
+    """What :func:`head_row_kl` needs of the reference distribution ``p = softmax(W r + b)`` per predicted token:
+    its negative entropy ``sum_v p_v log p_v``, and ``E_p[W_v]`` / ``E_p[b_v]`` (float64, ``[b, L-1, d]`` / ``[b, L-1]``).
+
+    Why: ``KL(p || q) = sum_v p_v log p_v - E_p[z] + logsumexp(z)`` for the candidate's logits ``z = W h + b``, and
+    ``E_p[z] = h . E_p[W_v] + E_p[b_v]``. So a divergence costs *one* head product (for the logsumexp) instead of
+    two plus two log-softmaxes, and the reference is a ``d``-vector per token instead of ``vocab`` log-probabilities.
+    """
+
+    neg_entropy: torch.Tensor
+    mean_row: torch.Tensor
+    mean_bias: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.neg_entropy.shape)
+
+    def __getitem__(self, rows: slice) -> "HeadReference":
+        return HeadReference(self.neg_entropy[rows], self.mean_row[rows], self.mean_bias[rows])
+
+
+def head_reference(ref: torch.Tensor, head: nn.Linear, chunk: int = DEFAULT_HEAD_CHUNK) -> HeadReference:
+    """The :class:`HeadReference` of final hidden states ``ref [b, L, d]`` (predicted positions: all but the last)."""
+    b, L, d = ref.shape
+    r = ref[:, :-1].reshape(-1, d)
+    n = r.shape[0]
+    # float64 throughout (once per reference): float32 rounding of p here would not cancel against the
+    # candidate's logits, and it biases every divergence by ~1e-4 nats per token (measured on SmolLM2's head)
+    W = head.weight.double()
+    bias = None if head.bias is None else head.bias.double()
+    neg_ent = torch.empty(n, dtype=torch.float64, device=r.device)
+    mean_row = torch.empty(n, d, dtype=torch.float64, device=r.device)
+    mean_bias = torch.zeros(n, dtype=torch.float64, device=r.device)
+    step = n if chunk <= 0 else int(chunk)
+    for s in range(0, n, step):
+        z = r[s : s + step].double() @ W.T
+        if bias is not None:
+            z = z + bias
+        logp = torch.log_softmax(z, dim=-1)
+        p = logp.exp()
+        neg_ent[s : s + step] = (p * logp).sum(-1)
+        mean_row[s : s + step] = p @ W
+        if bias is not None:
+            mean_bias[s : s + step] = p @ bias
+    return HeadReference(neg_ent.view(b, L - 1), mean_row.view(b, L - 1, d), mean_bias.view(b, L - 1))
+
+
+def head_row_kl(hidden: torch.Tensor, ref: "torch.Tensor | HeadReference", head: nn.Linear,
+                chunk: int = DEFAULT_HEAD_CHUNK) -> torch.Tensor:
     """Summed ``KL(p_ref || p)`` per row (float64, nats) over the predicted positions (all but the last), where
-    ``p = softmax(head(hidden))`` and ``p_ref = softmax(head(ref))``; both ``[b, L, d]`` final hidden states.
+    ``p = softmax(head(hidden))`` and ``p_ref = softmax(head(ref))``; ``hidden``: final hidden states ``[b, L, d]``,
+    ``ref``: the reference's final hidden states of the same shape, or their :func:`head_reference` (computed once).
 
     Why: a cut's effect on the next-token *distribution* is measured on every vocabulary entry, not only on the one
     token the text happens to hold, so on a few short windows it is far less noisy than the change of the NLL (whose
-    expectation it is when the text follows the reference model). Chunked like :func:`head_row_nll`.
+    expectation it is when the text follows the reference model). Chunked like :func:`head_row_nll`: one head
+    product per chunk, reduced to ``neg_entropy + logsumexp(z - E_p[z])``. The reference side is float64 (see
+    :func:`head_reference`); the candidate's float32 logits move the result by ``q . dz`` for a rounding ``dz``.
     """
-    if hidden.shape != ref.shape:
-        raise ValueError(f"hidden states {tuple(hidden.shape)} and reference {tuple(ref.shape)} differ in shape")
     b, L, d = hidden.shape
-    h, r = hidden[:, :-1].reshape(-1, d), ref[:, :-1].reshape(-1, d).to(hidden.device)
+    if isinstance(ref, torch.Tensor):
+        if ref.shape != hidden.shape:
+            raise ValueError(f"hidden states {tuple(hidden.shape)} and reference {tuple(ref.shape)} differ in shape")
+        ref = head_reference(ref.to(hidden.device), head, chunk)
+    elif ref.shape != (b, L - 1):
+        raise ValueError(f"hidden states {tuple(hidden.shape)} and reference of {ref.shape} predicted positions "
+                         f"differ in shape")
+    h = hidden[:, :-1].reshape(-1, d)
+    neg_ent, mean_row, mean_bias = (t.reshape(h.shape[0], *t.shape[2:]).to(h.device) for t in
+                                    (ref.neg_entropy, ref.mean_row, ref.mean_bias))
     out = torch.empty(h.shape[0], dtype=torch.float64, device=h.device)
     step = h.shape[0] if chunk <= 0 else int(chunk)
     for s in range(0, h.shape[0], step):
-        logq = torch.log_softmax(head(h[s : s + step]).float(), dim=-1)
-        logp = torch.log_softmax(head(r[s : s + step]).float(), dim=-1)
-        out[s : s + step] = (logp.exp() * (logp - logq)).sum(-1).double()
+        e = s + step
+        expected = (h[s:e].double() * mean_row[s:e]).sum(-1) + mean_bias[s:e]  # E_p[z], float64
+        z = head(h[s:e]).float() - expected.float()[:, None]
+        out[s:e] = neg_ent[s:e] + torch.logsumexp(z, dim=-1).double()
     return out.view(b, L - 1).sum(1)
 
 
@@ -77,8 +138,10 @@ def final_hidden(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return model.base_model(input_ids=ids, use_cache=False).last_hidden_state
 
 
-def row_kl(model: nn.Module, ids: torch.Tensor, ref: torch.Tensor, head_chunk: int = DEFAULT_HEAD_CHUNK) -> torch.Tensor:
-    """Summed ``KL(reference || model)`` per row of ``ids``; ``ref``: the reference model's :func:`final_hidden`."""
+def row_kl(model: nn.Module, ids: torch.Tensor, ref: "torch.Tensor | HeadReference",
+           head_chunk: int = DEFAULT_HEAD_CHUNK) -> torch.Tensor:
+    """Summed ``KL(reference || model)`` per row of ``ids``; ``ref``: the reference model's :func:`final_hidden`, or
+    its :func:`head_reference`."""
     return head_row_kl(final_hidden(model, ids), ref, model.get_output_embeddings(), head_chunk)
 
 
