@@ -83,7 +83,8 @@ def head_reference(ref: torch.Tensor, head: nn.Linear, chunk: int = DEFAULT_HEAD
     neg_ent = torch.empty(n, dtype=torch.float64, device=r.device)
     mean_row = torch.empty(n, d, dtype=torch.float64, device=r.device)
     mean_bias = torch.zeros(n, dtype=torch.float64, device=r.device)
-    step = n if chunk <= 0 else int(chunk)
+    # always chunked, even for chunk 0 (the plain head): float64 logits of a whole batch would be 3x its float32 size
+    step = DEFAULT_HEAD_CHUNK if chunk <= 0 else int(chunk)
     for s in range(0, n, step):
         z = r[s : s + step].double() @ W.T
         if bias is not None:
