@@ -127,6 +127,22 @@ def test_random_driver_and_nsga3(tmp_path):
 
 
 # -- cache, constraints, fidelity --------------------------------------------------------------------
+class _NoCopy:
+    """Stands for the model and caches a real search holds: copying it is a bug (2 GB per generation on SmolLM2)."""
+
+    def __deepcopy__(self, memo):
+        raise AssertionError("the search problem (model, caches) was deep-copied")
+
+
+def test_pymoo_never_copies_the_search_problem():
+    """pymoo's StaticProblem deep-copies what it wraps; the driver must hand it a shell, not the SearchProblem."""
+    sp = problem()
+    sp.ctx.cache["heavy"] = _NoCopy()
+    res = run_pymoo(sp, 40, pop_size=8, seed=0, progress=False)
+    check_front(res)
+    assert len(res.table) == 40
+
+
 def test_cache_prevents_re_evaluation(tmp_path):
     loss = Loss()
     sp = problem(objectives=[loss, "params_ratio"])

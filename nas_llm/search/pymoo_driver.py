@@ -45,6 +45,14 @@ def pymoo_problem(sp: SearchProblem):
     return SubnetProblem()
 
 
+def _shell(problem):
+    """A bare pymoo ``Problem`` of ``problem``'s shape (variables, objectives, constraints, bounds): cheap to copy."""
+    from pymoo.core.problem import Problem
+
+    return Problem(n_var=problem.n_var, n_obj=problem.n_obj, n_ieq_constr=problem.n_ieq_constr, xl=problem.xl,
+                   xu=problem.xu, vtype=problem.vtype)
+
+
 def objective_arrays(sp: SearchProblem, rows: list[dict]) -> dict[str, np.ndarray]:
     """pymoo's ``F`` (minimised search values) and ``G`` (<= 0 feasible, when there are constraints) of ``rows``."""
     out = {"F": check_objective_matrix(np.stack([sp.search_values(r) for r in rows]), len(rows), len(sp.names))}
@@ -167,7 +175,11 @@ class PymooDriver(Driver):
         from pymoo.core.evaluator import Evaluator
         from pymoo.problems.static import StaticProblem
 
-        Evaluator().eval(StaticProblem(self.problem, **objective_arrays(self.loop.sp, rows)), pop, skip_already_evaluated=False)
+        # StaticProblem deep-copies the problem it wraps: wrap a shell with the same shape, never the SubnetProblem,
+        # whose SearchProblem holds the model, its caches and Grams (copied and kept once per generation: +2 GB each
+        # on SmolLM2, benchmarks/experiments/memory)
+        Evaluator().eval(StaticProblem(_shell(self.problem), **objective_arrays(self.loop.sp, rows)), pop,
+                         skip_already_evaluated=False)
         self.algo.tell(infills=pop)
 
     def state(self) -> dict:

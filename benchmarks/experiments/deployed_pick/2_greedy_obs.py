@@ -1,0 +1,71 @@
+"""Which neurons fill a width: Wanda-sp (the search's ranking), one-shot OBS (the paper's Phi), or a greedy OBS
+removal order (ZipLM-style: remove the channels whose removal, with the rest optimally refit, raises the down/o_proj
+reconstruction error least, update W and H^-1, repeat). Reformation refits the kept columns, so an order that accounts
+for it should keep a better set at the same width.
+
+Fixed subnets (the 70 % pick of s70k-1 and the uniform Wanda-sp subnet at 70 %), each resolved with every ranking,
+sequentially reformed (ADMM, 32 x 256 wikitext2-valid seed 0, as `ours+admm`), scored on the search's validation
+windows (8 x 2048 wikitext2-valid, seed 1). Validation only: the decision is made on it.
+
+    python benchmarks/experiments/deployed_pick/2_greedy_obs.py OUT.json
+
+(As run, the script carried its own copy of the greedy order; it now calls the library's, which is the same algorithm
+-- `nas_llm.model.importance.greedy_obs_order`, 16 neurons per update, heads and KV groups one at a time -- and
+which `tests/test_importance.py` checks against brute-force greedy. The layer scores of the greedy ranking were
+Wanda's Block Influence then and are the same Block Influence now: no layer is dropped here.)
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+_spec = importlib.util.spec_from_file_location("rerank", Path(__file__).with_name("1_sequential_rerank.py"))
+_rerank = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_rerank)  # puts the checkout on sys.path; its ppl() is the one both experiments used
+ppl = _rerank.ppl
+
+from benchmarks.quality import reform_model  # noqa: E402
+from nas_llm import load_model  # noqa: E402
+from nas_llm.baselines.base import uniform_subnet  # noqa: E402
+from nas_llm.model.data import calibration_batch  # noqa: E402
+from nas_llm.model.importance import collect_stats, scores_from_stats  # noqa: E402
+from nas_llm.run import Run  # noqa: E402
+from search_spaces import Subnet, SubnetSpace  # noqa: E402
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    torch.manual_seed(0)
+    model, tok = load_model("smollm2-135m")
+    space = SubnetSpace.from_model(model)
+    calib = calibration_batch(tok, "wikitext2-valid", 32, 256, seed=0)
+    valid = calibration_batch(tok, "wikitext2-valid", 8, 2048, seed=1)
+    stats = collect_stats(model, calib, hessian=True, progress=False)
+    rankings = {m: scores_from_stats(model, stats, m).ranking() for m in ("wanda", "obs")}
+    t0 = time.perf_counter()
+    rankings["obs-greedy"] = scores_from_stats(model, stats, "obs-greedy").ranking()
+    print(f"greedy ranking {time.perf_counter() - t0:.1f} s", flush=True)
+    df = Run("benchmarks/results/runs/s70k-1").table()
+    subnets = {"s70k-1#82": Subnet.from_json(df[df["id"] == 82].iloc[0]["subnet"]),
+               "uniform70": uniform_subnet(space, 0.7, "ceil")}
+    res = json.loads(out.read_text()) if out.is_file() else {}
+    for sname, sub in subnets.items():
+        for rname, rk in rankings.items():
+            key = f"{sname}/{rname}"
+            if key in res:
+                continue
+            t0 = time.perf_counter()
+            m = reform_model(model, rk.resolve(sub), calib, "admm", sub)
+            res[key] = {"valid_seq": ppl(m, valid), "params_ratio": space.ratio(sub), "seconds": round(time.perf_counter() - t0, 1)}
+            del m
+            out.write_text(json.dumps(res, indent=1))
+            print(key, res[key], flush=True)
+
+
+if __name__ == "__main__":
+    main()
