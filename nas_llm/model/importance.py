@@ -10,6 +10,11 @@ over the modules that share it (q,k,v rows + o columns; q rows + o columns; gate
 - ``wanda``: Wanda-sp as FLAP's code defines it: for each input channel j of o_proj/down_proj,
   mean_i |W_ij| * ||X_j||_2; a head sums its channels.
 - ``flap``: FLAP's fluctuation metric: Var(X_j) * ||W_:,j||_2^2 on o_proj/down_proj inputs.
+- ``obs-greedy``: a removal *order* (ZipLM-style greedy OBS) on the o_proj/down_proj inputs: remove the channel
+  (head, KV group) whose removal, with the rest optimally refit, raises the reconstruction error least; update W and
+  H^-1; repeat (``GREEDY_STEP`` neurons at a time). Reformation refits the kept columns, so this orders for the
+  error left *after* the refit; the score of a structure is its position in the order (``tests/test_importance.py``
+  checks the order against brute-force greedy).
 - Layer importance: ShortGPT's Block Influence BI_i = 1 - E_tokens[cos(h_i, h_{i+1})].
 """
 from __future__ import annotations
@@ -30,8 +35,9 @@ from search_spaces.family import ModelDims
 
 from search_spaces.plan import head_channels, kv_channels
 
-METHODS = ("obs", "magnitude", "wanda", "flap")
+METHODS = ("obs", "magnitude", "wanda", "flap", "obs-greedy")
 DEFAULT_DAMP = 0.01  # fraction of mean(diag H) added to the diagonal before inverting (SparseGPT's choice)
+GREEDY_STEP = 16  # obs-greedy: neurons removed per H^-1 update (a quarter of the search's 64-neuron granularity)
 
 
 @dataclass
@@ -134,6 +140,61 @@ def _col_scores(W: torch.Tensor, kind: str, st: LayerStats, key: str, damp: floa
     raise ConfigError(f"unknown importance method {kind!r}; choose one of {', '.join(METHODS)}")
 
 
+def greedy_obs_order(W: torch.Tensor, H: torch.Tensor, block: int = 1, step: int = 1,
+                     damp: float = DEFAULT_DAMP) -> np.ndarray:
+    """Blocks of ``block`` input channels of ``W`` (``[out, n]``, inputs with Gram ``H``), most important first.
+
+    Greedy OBS removal: the block whose removal leaves the least reconstruction error ``tr(W_B (H^-1_BB)^-1 W_B^T)``
+    after the optimal update of the others goes first (``step`` blocks per update), then ``W`` and ``H^-1`` are
+    updated as if it were gone. The blocks never removed lead the order, the last removed next, and so on.
+    """
+    H = H.double()
+    W = W.detach().to(H.device, torch.float64).clone()
+    n = H.shape[0]
+    if n % block:
+        raise ValueError(f"{n} input channels do not split into blocks of {block}")
+    Hinv = torch.linalg.inv(H + damp * torch.diagonal(H).mean().clamp_min(1e-12) * torch.eye(n, dtype=H.dtype, device=H.device))
+    nb = n // block
+    dev = H.device
+    alive = torch.ones(nb, dtype=torch.bool, device=dev)
+    removed: list[int] = []
+    while int(alive.sum()) > 1:
+        if block == 1:
+            score = (W ** 2).sum(0) / torch.diagonal(Hinv).clamp_min(1e-300)
+        else:
+            score = torch.full((nb,), float("inf"), dtype=torch.float64, device=dev)
+            for b in torch.nonzero(alive).flatten().tolist():
+                idx = slice(b * block, (b + 1) * block)
+                Wb = W[:, idx]
+                score[b] = torch.trace(Wb @ torch.linalg.solve(Hinv[idx, idx], Wb.T))
+        score = torch.where(alive, score, torch.full_like(score, float("inf")))
+        k = min(step, int(alive.sum()) - 1)
+        out = torch.argsort(score, stable=True)[:k]
+        R = (out[:, None] * block + torch.arange(block, device=dev)[None, :]).flatten()
+        A = torch.linalg.solve(Hinv[R][:, R], Hinv[R, :])
+        W -= W[:, R] @ A
+        Hinv -= Hinv[:, R] @ A
+        alive[out] = False
+        removed += out.tolist()
+    return np.asarray(torch.nonzero(alive).flatten().tolist() + removed[::-1])
+
+
+def _order_scores(order: np.ndarray) -> np.ndarray:
+    """Scores that rank like ``order`` (most important first): n for the first, 1 for the last."""
+    sc = np.empty(len(order), dtype=np.float64)
+    sc[np.asarray(order)] = np.arange(len(order), 0, -1)
+    return sc
+
+
+def _greedy_scores(lin: dict, mlp: dict, st: LayerStats, dims: ModelDims, damp: float):
+    """(KV-group, head, neuron) scores of one layer from greedy OBS removal orders."""
+    per_group = dims.head_dim * (dims.num_heads // dims.num_kv_heads)
+    g = _order_scores(greedy_obs_order(lin["o"].weight, st.H["o"], per_group, 1, damp))
+    h = _order_scores(greedy_obs_order(lin["o"].weight, st.H["o"], dims.head_dim, 1, damp))
+    n = _order_scores(greedy_obs_order(mlp["down"].weight, st.H["down"], 1, GREEDY_STEP, damp))
+    return g, h, n
+
+
 @dataclass
 class Scores:
     """Raw per-structure scores: kv[i] has one score per KV group, heads[i] one per query head (its q rows
@@ -158,6 +219,12 @@ def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = "
     coupled = method in ("obs", "magnitude")  # wanda/flap score only o/down inputs, as in their papers
     for layer, st in zip(fam.decoder_layers(model), stats):
         lin, mlp = fam.attn_linears(layer), fam.mlp_linears(layer)
+        if method == "obs-greedy":
+            g, h, n = _greedy_scores(lin, mlp, st, dims, damp)
+            kv_out.append(g)
+            head_out.append(h)
+            nn_out.append(n)
+            continue
         ch = _col_scores(lin["o"].weight, method, st, "o", damp)
         if coupled:
             ch = ch + _row_scores(lin["q"].weight, method, st, "attn_in", damp)
