@@ -9,10 +9,10 @@ windows (8 x 2048 wikitext2-valid, seed 1). Validation only: the decision is mad
 
     python benchmarks/experiments/deployed_pick/2_greedy_obs.py OUT.json
 
-(As run, the script carried its own copy of the greedy order; it now calls the library's, which is the same algorithm
--- `nas_llm.model.importance.greedy_obs_order`, 16 neurons per update, heads and KV groups one at a time -- and
-which `tests/test_importance.py` checks against brute-force greedy. The layer scores of the greedy ranking were
-Wanda's Block Influence then and are the same Block Influence now: no layer is dropped here.)
+(As run, the script carried its own copies of the greedy order and of `ppl()`. It now calls the library's
+`nas_llm.model.importance.greedy_obs_order` -- the same algorithm: 16 neurons per update, heads and KV groups one at a
+time, checked against brute-force greedy in `tests/test_importance.py` -- and `1_sequential_rerank.py`'s `ppl()`, which
+its copy was. The greedy ranking's layer scores were Block Influence then and are now; no layer is dropped here.)
 """
 from __future__ import annotations
 
