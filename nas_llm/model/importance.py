@@ -148,14 +148,15 @@ def greedy_obs_order(W: torch.Tensor, H: torch.Tensor, block: int = 1, step: int
     after the optimal update of the others goes first (``step`` blocks per update), then ``W`` and ``H^-1`` are
     updated as if it were gone. The blocks never removed lead the order, the last removed next, and so on.
     """
-    H = H.double()
-    W = W.detach().to(H.device, torch.float64).clone()
-    n = H.shape[0]
+    from .solvers import _prepare  # the solvers' checks and scaling (mean diagonal 1): damp means the same there
+
+    W, H, _ = _prepare(W, H, [])
+    W = W.clone()
+    n, dev = H.shape[0], H.device
     if n % block:
         raise ValueError(f"{n} input channels do not split into blocks of {block}")
-    Hinv = torch.linalg.inv(H + damp * torch.diagonal(H).mean().clamp_min(1e-12) * torch.eye(n, dtype=H.dtype, device=H.device))
+    Hinv = torch.linalg.inv(H + damp * torch.eye(n, dtype=H.dtype, device=dev))
     nb = n // block
-    dev = H.device
     alive = torch.ones(nb, dtype=torch.bool, device=dev)
     removed: list[int] = []
     while int(alive.sum()) > 1:
