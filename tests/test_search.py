@@ -227,6 +227,56 @@ def test_multi_fidelity_screening_and_rescoring():
     check_front(res)
 
 
+class LogLoss(Loss):
+    """:class:`Loss` + 1 on a log scale, screened at ``fidelity`` < 1 with a value off by a row-dependent factor
+    (1.1-1.3, as SmolLM2's screens are 0.71-0.94 of their full values)."""
+
+    name = "logloss"
+    log_scale = True
+
+    def __init__(self, factor: float | None = None):
+        super().__init__()
+        self.factor = factor
+
+    def score(self, subnet, ctx):
+        v = 1.0 + super().score(subnet, ctx)
+        if self.factor is None:
+            return v
+        return v * (self.factor + 0.2 * (sum(c.neurons for c in subnet.layers) % 7) / 6)
+
+    def at_fidelity(self, f):
+        return self if f >= 1 else LogLoss(1.1)
+
+
+def brute_outclassed(rows: list[dict], row: dict, margin: float) -> bool:
+    """Independent of SearchProblem: some other feasible row no larger and ``margin`` x better at the screen."""
+    return margin > 1 and any(o["key"] != row["key"] and o["feasible"] and o["params_ratio"] <= row["params_ratio"]
+                              and o["logloss@0.5"] * margin <= row["logloss@0.5"] for o in rows)
+
+
+@pytest.mark.parametrize("margin", [0.0, 1.5, 2.0])
+def test_baselines_far_behind_at_the_screen_are_not_rescored(margin):
+    """The loop re-scores the dense model and exactly the feasible baselines no other feasible row outclasses at the
+    screen (brute force); a margin <= 1 re-scores every feasible baseline."""
+    from nas_llm.search.loop import SearchLoop
+    from nas_llm.search.pymoo_driver import PymooDriver
+
+    sp = problem(objectives=[LogLoss(), "params_ratio"], screen_fidelity=0.5, constraints=["params_ratio in [0.3, 0.9]"])
+    loop = SearchLoop(sp, 40, rescore_fronts=1, progress=False, rescore_baselines=True, baseline_margin=margin)
+    loop.run(PymooDriver(pop_size=10, seed=0))
+    rows = sp.rows()
+    base = [r for r in rows if r["source"] == "uniform" or r["source"].startswith("baseline")]
+    want = {r["key"] for r in base if r["feasible"] and not brute_outclassed(rows, r, margin)}
+    got = {r["key"] for r in base if r["fidelity"] >= 1}
+    assert got == want
+    assert all(r["fidelity"] >= 1 for r in rows if r["source"] == "dense")
+    skipped = {r["key"] for r in base if r["feasible"]} - want
+    assert (len(skipped) > 0) == (margin > 1)  # the instance has baselines both ways
+    for r in rows:  # the method agrees with the brute force on every row, not only on the baselines
+        assert sp.outclassed(r, margin) == (r["feasible"] is not None and r.get("logloss@0.5") is not None
+                                            and brute_outclassed(rows, r, margin)), r["key"]
+
+
 # -- bad input: clear errors before any work ----------------------------------------------------------
 def test_bad_input_errors_before_work():
     loss = Loss()

@@ -113,6 +113,9 @@ class SearchConfig:
     threads: int = _opt(0, "torch threads (0: the cores the load average leaves free, at least 1)", numbers=False, lo=0)
     rescore_baselines: bool = _opt(True, "do not re-score the feasible uniform baselines at full fidelity at the end",
                                    flag="--no-rescore-baselines", numbers=False)
+    baseline_margin: float = _opt(2.0, "re-score a feasible baseline only when no other feasible row, at most as large "
+                                        "on the other objectives, screens this factor better (<= 1: re-score them all)",
+                                  lo=0, numbers=False)
     init: str = _opt("importance", "first generation", choices=INITS)
     ref_point: list[float] | None = _opt(None, "hypervolume reference point, comma-separated (default: nadir of "
                                                "generation 0 + 10%%)", kind="floats")

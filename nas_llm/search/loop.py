@@ -145,11 +145,13 @@ class SearchLoop:
     """
 
     def __init__(self, sp: SearchProblem, evaluations: int, *, run_dir=None, resume: bool = False, rescore_fronts: int = 1,
-                 ref_point=None, progress: bool = True, rescore_baselines: bool = False, write: bool = True):
+                 ref_point=None, progress: bool = True, rescore_baselines: bool = False, write: bool = True,
+                 baseline_margin: float = 2.0):
         self.sp, self.evaluations = sp, int(evaluations)
         self.folder = Run(run_dir) if run_dir is not None else None
         self.resume, self.rescore_fronts, self.progress = resume, rescore_fronts, progress
         self.rescore_baselines, self.write = rescore_baselines, write
+        self.baseline_margin = float(baseline_margin)
         self.ref = None if ref_point is None else [float(v) for v in ref_point]
         self.generation = 0
         self.driver: Driver | None = None
@@ -262,8 +264,10 @@ class SearchLoop:
         if self.folder is not None:
             sp.record_to(Journal(self.folder.path / d.rescore_file))
         if self.rescore_baselines:  # the ones that meet the constraints (what a pick is compared with) and the
-            # dense model (its windows are cached: free); the report leaves out baselines still at screening values
-            sp.rescore([r for r in sp.baselines() if r["feasible"] or r.get("source") == "dense"])
+            # dense model (its windows are cached: free), except those the screening already shows far behind another
+            # feasible row (SearchProblem.outclassed); the report leaves out baselines still at screening values
+            sp.rescore([r for r in sp.baselines() if r.get("source") == "dense" or
+                        (r["feasible"] and not sp.outclassed(r, self.baseline_margin))])
         res = self._write_generation()
         self._check_failures()
         return res
