@@ -189,3 +189,30 @@ def test_greedy_obs_ranking_on_a_model(setup):
         assert sorted(r.kv_order[i].tolist()) == list(range(dims.num_kv_heads))
     space = SubnetSpace.from_model(m)
     r.resolve(space.uniform(1, space.neuron_choices[0]))
+
+
+def test_hybrid_is_obs_for_heads_and_wanda_for_neurons(setup):
+    """``hybrid`` (the default) ranks KV groups and query heads as OBS and neurons as Wanda-sp (each checked against
+    brute force above); from raw calibration ids it collects the Hessians OBS needs; a subnet that keeps every head
+    resolves exactly as under Wanda-sp, one that drops a group keeps OBS's groups."""
+    m, ids, stats = setup
+    from search_spaces import SubnetSpace
+
+    from nas_llm.model.importance import DEFAULT_METHOD
+
+    hy, obs, wanda = (scores_from_stats(m, stats, k) for k in ("hybrid", "obs", "wanda"))
+    for i in range(len(stats)):
+        np.testing.assert_array_equal(hy.kv[i], obs.kv[i])
+        np.testing.assert_array_equal(hy.heads[i], obs.heads[i])
+        np.testing.assert_array_equal(hy.neurons[i], wanda.neurons[i])
+    np.testing.assert_array_equal(hy.layers, wanda.layers)
+    assert DEFAULT_METHOD == "hybrid" and hy.method == "hybrid"
+    fresh = compute_scores(m, ids, progress=False)  # the default method, from a dense pass of its own
+    np.testing.assert_allclose(fresh.kv[1], obs.kv[1], rtol=1e-6)
+    space = SubnetSpace.from_model(m)
+    r_h, r_o, r_w = hy.ranking(), obs.ranking(), wanda.ranking()
+    keep_heads = space.uniform(space.dims.num_kv_heads, space.neuron_choices[0])
+    assert r_h.resolve(keep_heads) == r_w.resolve(keep_heads)
+    drop = space.uniform(1, space.neuron_choices[0])
+    assert [p.kv_groups for p in r_h.resolve(drop).layers] == [p.kv_groups for p in r_o.resolve(drop).layers]
+    assert [p.neurons for p in r_h.resolve(drop).layers] == [p.neurons for p in r_w.resolve(drop).layers]

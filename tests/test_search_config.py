@@ -220,11 +220,12 @@ def test_test_calibration_only_when_asked():
 
 
 def test_choices_match_the_modules_that_implement_them():
-    from nas_llm.model.importance import METHODS
+    from nas_llm.model.importance import DEFAULT_METHOD, METHODS
     from nas_llm.model.reform import METHODS as REFORM
-    from nas_llm.search.config import IMPORTANCE, REFORM_METHODS
+    from nas_llm.search.config import DEFAULT_IMPORTANCE, IMPORTANCE, REFORM_METHODS
 
     assert IMPORTANCE == METHODS and set(REFORM_METHODS) <= set(REFORM)
+    assert DEFAULT_IMPORTANCE == DEFAULT_METHOD == SearchConfig(out="r").importance
 
 
 # -- the command line ----------------------------------------------------------------------------------

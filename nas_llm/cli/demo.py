@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_search:
         subnet, reformed, baseline = _search_and_reform(args, model, tok, out)
     else:
-        ranking = importance_ranking(model, calibration_batch(tok, "wikitext2-valid", 8, 256, seed=0), "obs", cache_dir=out)
+        ranking = importance_ranking(model, calibration_batch(tok, "wikitext2-valid", 8, 256, seed=0), cache_dir=out)
         subnet = space.uniform_at_ratio(0.8, "mlp")
         reformed = slice_model(model, ranking.resolve(subnet), subnet=subnet)
     dense_ppl = perplexity(model, test, batch_size=2)

@@ -15,6 +15,8 @@ over the modules that share it (q,k,v rows + o columns; q rows + o columns; gate
   H^-1; repeat (``GREEDY_STEP`` neurons at a time). Reformation refits the kept columns, so this orders for the
   error left *after* the refit; the score of a structure is its position in the order (``tests/test_importance.py``
   checks the order against brute-force greedy).
+- ``hybrid`` (the default): KV groups and query heads as ``obs`` ranks them (coupled over q/k/v/o), neurons as
+  ``wanda`` does. Which ranking fills a width best depended on what is cut (``DEFAULT_METHOD``).
 - Layer importance: ShortGPT's Block Influence BI_i = 1 - E_tokens[cos(h_i, h_{i+1})].
 """
 from __future__ import annotations
@@ -35,7 +37,12 @@ from search_spaces.family import ModelDims
 
 from search_spaces.plan import head_channels, kv_channels
 
-METHODS = ("obs", "magnitude", "wanda", "flap", "obs-greedy")
+METHODS = ("obs", "magnitude", "wanda", "flap", "obs-greedy", "hybrid")
+# hybrid: KV groups and query heads by OBS, neurons by Wanda-sp. On SmolLM2's uniform subnets (sequential ADMM,
+# benchmarks/experiments/default_ranking) Wanda-sp filled widths 2-3.5 % better than OBS where every KV group stays
+# (90-70 %) and OBS 22-23 % better where one goes (60 / 50 %); hybrid was lowest or tied at all five ratios.
+DEFAULT_METHOD = "hybrid"
+NEEDS_HESSIAN = ("obs", "hybrid")  # rank with the Hessians of the q/k/v and gate/up inputs too
 DEFAULT_DAMP = 0.01  # fraction of mean(diag H) added to the diagonal before inverting (SparseGPT's choice)
 GREEDY_STEP = 16  # obs-greedy: neurons removed per H^-1 update (a quarter of the search's 64-neuron granularity)
 
@@ -211,9 +218,13 @@ class Scores:
         return Ranking.from_scores(self.kv, self.neurons, self.layers, self.method, self.heads)
 
 
-def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = "obs", damp: float = DEFAULT_DAMP) -> Scores:
+def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = DEFAULT_METHOD,
+                      damp: float = DEFAULT_DAMP) -> Scores:
     if method not in METHODS:
         raise ConfigError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "hybrid":
+        heads, neurons = scores_from_stats(model, stats, "obs", damp), scores_from_stats(model, stats, "wanda", damp)
+        return Scores(heads.kv, neurons.neurons, neurons.layers, method, heads.heads)
     fam = get_family(model)
     dims: ModelDims = fam.dims(model)
     kv_out, nn_out, head_out = [], [], []
@@ -247,8 +258,9 @@ def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = "
     return Scores(kv_out, nn_out, bi, method, head_out)
 
 
-def compute_scores(model: nn.Module, input_ids: torch.Tensor, method: str = "obs", batch_size: int = 4, damp: float = DEFAULT_DAMP, progress: bool = True) -> Scores:
-    stats = collect_stats(model, input_ids, batch_size, hessian=method == "obs", progress=progress)
+def compute_scores(model: nn.Module, input_ids: torch.Tensor, method: str = DEFAULT_METHOD, batch_size: int = 4,
+                   damp: float = DEFAULT_DAMP, progress: bool = True) -> Scores:
+    stats = collect_stats(model, input_ids, batch_size, hessian=method in NEEDS_HESSIAN, progress=progress)
     return scores_from_stats(model, stats, method, damp)
 
 
@@ -264,7 +276,7 @@ def fingerprint(model: nn.Module, input_ids: torch.Tensor, method: str, damp: fl
     return h.hexdigest()[:20]
 
 
-def importance_ranking(model: nn.Module, input_ids: torch.Tensor, method: str = "obs", cache_dir: str | Path | None = None,
+def importance_ranking(model: nn.Module, input_ids: torch.Tensor, method: str = DEFAULT_METHOD, cache_dir: str | Path | None = None,
                        batch_size: int = 4, damp: float = DEFAULT_DAMP, progress: bool = True,
                        grams: dict | None = None) -> Ranking:
     """The ranking for ``method``, read from ``cache_dir`` when this model+data+method was seen before.
@@ -281,7 +293,7 @@ def importance_ranking(model: nn.Module, input_ids: torch.Tensor, method: str = 
                 return cached  # (a ranking cached before query heads were ranked is computed again)
     if method not in METHODS:
         raise ConfigError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
-    stats = collect_stats(model, input_ids, batch_size, hessian=method == "obs", progress=progress)
+    stats = collect_stats(model, input_ids, batch_size, hessian=method in NEEDS_HESSIAN, progress=progress)
     if grams is not None:
         grams.update(refit_grams(stats))
     ranking = scores_from_stats(model, stats, method, damp).ranking()

@@ -24,14 +24,15 @@ DEFAULT_OBJECTIVES = ("perplexity", "latency_lut")
 ALGORITHMS = ("auto", "nsga2", "nsga3")
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 INITS = ("importance", "random")
-IMPORTANCE = ("obs", "magnitude", "wanda", "flap", "obs-greedy")  # == nas_llm.model.importance.METHODS (tested)
+IMPORTANCE = ("obs", "magnitude", "wanda", "flap", "obs-greedy", "hybrid")  # == nas_llm.model.importance.METHODS (tested)
+DEFAULT_IMPORTANCE = "hybrid"  # == nas_llm.model.importance.DEFAULT_METHOD (tested)
 REFORM_METHODS = ("admm", "exact", "bias")
 SCREEN_DTYPES = ("float32", "bfloat16")  # == objectives.perplexity.SCREEN_DTYPES (tested)
 SENS_METRICS = ("kl", "nll")  # == nas_llm.search.sensitivity.SENS_METRICS (tested)
 TEST_SPLITS = ("wikitext2-test", "ptb-test")  # bundled evaluation splits: never calibrate (or search) on them
 # what a run.json written before a setting existed was searched with (not today's default)
 _BEFORE = {"halving": 0, "rung_step": 0, "screen_dtype": "float32", "head_chunk": 0, "alloc": False, "query_heads": False,
-           "sens_metric": "nll"}
+           "sens_metric": "nll", "importance": "obs"}
 # settings that matter for one driver only (a resume with another --sampler under pymoo changes nothing)
 _ONLY_FOR = {"algorithm": "pymoo", "sampler": "optuna", "storage": "optuna", "study_name": "optuna"}
 
@@ -83,7 +84,8 @@ class SearchConfig:
                                                "not held out)", numbers=False)
     ppl_samples: int = _opt(8, "perplexity objective: calibration windows (full fidelity)", lo=1)
     ppl_seq_len: int = _opt(256, "perplexity objective: tokens per window", lo=2)
-    importance: str = _opt("obs", "importance ranking", choices=IMPORTANCE)
+    importance: str = _opt(DEFAULT_IMPORTANCE, "importance ranking (hybrid: KV groups and query heads by OBS, neurons by "
+                                                "Wanda-sp; since 2026-12-07, was obs)", choices=IMPORTANCE)
     screen: float = _opt(0.25, "screening fidelity in (0, 1] (1 = off): score all at this fraction, re-score near the front")
     rescore_fronts: int = _opt(1, "without --halving: how many non-dominated fronts to re-score at full fidelity", lo=0)
     halving: int = _opt(8, "successive halving: after each generation the best 1/ETA of the rows at each fidelity "
