@@ -9,54 +9,33 @@ Validation only. Rule fixed before running: the default becomes Wanda-sp if it i
 ratios (70 % from deployed_pick/2_greedy_obs_70.json included); otherwise it stays OBS.
 
     python benchmarks/experiments/default_ranking/1_uniform_fill.py OUT.json [RATIO ...]
+
+(As run, the script had its own copy of the fill-and-score loop; it now calls `1_sequential_rerank.py`'s
+`protocol()` and `fill_and_score()`, the same steps.)
 """
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 _spec = importlib.util.spec_from_file_location(
     "rerank", Path(__file__).resolve().parents[1] / "deployed_pick" / "1_sequential_rerank.py")
 _rerank = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_rerank)  # puts the checkout on sys.path; the ppl() of the 70 % experiment
-ppl = _rerank.ppl
+_spec.loader.exec_module(_rerank)  # puts the checkout on sys.path; the protocol of the 70 % experiment
 
-from benchmarks.quality import reform_model  # noqa: E402
-from nas_llm import load_model  # noqa: E402
 from nas_llm.baselines.base import uniform_subnet  # noqa: E402
-from nas_llm.model.data import calibration_batch  # noqa: E402
 from nas_llm.model.importance import collect_stats, scores_from_stats  # noqa: E402
-from search_spaces import SubnetSpace  # noqa: E402
 
 
 def main() -> None:
     out = Path(sys.argv[1])
     ratios = [float(r) for r in sys.argv[2:]] or [0.9, 0.8, 0.6, 0.5]
-    torch.manual_seed(0)
-    model, tok = load_model("smollm2-135m")
-    space = SubnetSpace.from_model(model)
-    calib = calibration_batch(tok, "wikitext2-valid", 32, 256, seed=0)
-    valid = calibration_batch(tok, "wikitext2-valid", 8, 2048, seed=1)
+    model, tok, space, calib, valid = _rerank.protocol()
     stats = collect_stats(model, calib, hessian=True, progress=False)
     rankings = {m: scores_from_stats(model, stats, m).ranking() for m in ("wanda", "obs")}
-    res = json.loads(out.read_text()) if out.is_file() else {}
-    for r in ratios:
-        sub = uniform_subnet(space, r, "ceil")
-        for rname, rk in rankings.items():
-            key = f"uniform{round(100 * r)}/{rname}"
-            if key in res:
-                continue
-            t0 = time.perf_counter()
-            m = reform_model(model, rk.resolve(sub), calib, "admm", sub)
-            res[key] = {"valid_seq": ppl(m, valid), "params_ratio": space.ratio(sub), "seconds": round(time.perf_counter() - t0, 1)}
-            del m
-            out.write_text(json.dumps(res, indent=1))
-            print(key, res[key], flush=True)
+    jobs = {f"uniform{round(100 * r)}/{name}": (rk, uniform_subnet(space, r, "ceil")) for r in ratios for name, rk in rankings.items()}
+    _rerank.fill_and_score(out, jobs, model, space, calib, valid)
 
 
 if __name__ == "__main__":

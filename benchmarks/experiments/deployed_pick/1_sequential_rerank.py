@@ -40,13 +40,34 @@ def ppl(model, ids: torch.Tensor, bs: int = 2) -> float:
     return math.exp(tot / cnt)
 
 
-def main() -> None:
-    out, runs = Path(sys.argv[1]), [Path(r) for r in sys.argv[2:]]
+def protocol() -> tuple:
+    """SmolLM2, its space, the reformation calibration (32 x 256 wikitext2-valid, seed 0, as `ours+admm`) and the
+    search's validation windows (8 x 2048 wikitext2-valid, seed 1)."""
     torch.manual_seed(0)
     model, tok = load_model("smollm2-135m")
-    space = SubnetSpace.from_model(model)
-    calib = calibration_batch(tok, "wikitext2-valid", 32, 256, seed=0)
-    valid = calibration_batch(tok, "wikitext2-valid", 8, 2048, seed=1)
+    return (model, tok, SubnetSpace.from_model(model), calibration_batch(tok, "wikitext2-valid", 32, 256, seed=0),
+            calibration_batch(tok, "wikitext2-valid", 8, 2048, seed=1))
+
+
+def fill_and_score(out: Path, jobs: dict, model, space, calib, valid) -> dict:
+    """For each ``key -> (ranking, subnet)`` not yet in ``out`` (JSON, rewritten after each): the subnet filled by the
+    ranking, sequentially reformed (ADMM on ``calib``), and its validation perplexity."""
+    res = json.loads(out.read_text()) if out.is_file() else {}
+    for key, (rk, sub) in jobs.items():
+        if key in res:
+            continue
+        t0 = time.perf_counter()
+        m = reform_model(model, rk.resolve(sub), calib, "admm", sub)
+        res[key] = {"valid_seq": ppl(m, valid), "params_ratio": space.ratio(sub), "seconds": round(time.perf_counter() - t0, 1)}
+        del m
+        out.write_text(json.dumps(res, indent=1))
+        print(key, res[key], flush=True)
+    return res
+
+
+def main() -> None:
+    out, runs = Path(sys.argv[1]), [Path(r) for r in sys.argv[2:]]
+    model, tok, space, calib, valid = protocol()
     test = eval_windows(tok, "wikitext2-test", seq_len=2048, max_windows=4)
     ranking = importance_ranking(model, calib, "wanda", progress=False)
     rows: dict[str, dict] = {}

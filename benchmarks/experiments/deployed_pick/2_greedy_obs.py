@@ -12,39 +12,29 @@ windows (8 x 2048 wikitext2-valid, seed 1). Validation only: the decision is mad
 (As run, the script carried its own copies of the greedy order and of `ppl()`. It now calls the library's
 `nas_llm.model.importance.greedy_obs_order` -- the same algorithm: 16 neurons per update, heads and KV groups one at a
 time, checked against brute-force greedy in `tests/test_importance.py` -- and `1_sequential_rerank.py`'s `ppl()`, which
-its copy was. The greedy ranking's layer scores were Block Influence then and are now; no layer is dropped here.)
+its copy was, through that script's `protocol()` and `fill_and_score()` (2026-12-07 15:05: the same steps, shared with
+`../default_ranking/`). The greedy ranking's layer scores were Block Influence then and are now; no layer is dropped here.)
 """
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 _spec = importlib.util.spec_from_file_location("rerank", Path(__file__).with_name("1_sequential_rerank.py"))
 _rerank = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_rerank)  # puts the checkout on sys.path; its ppl() is the one both experiments used
-ppl = _rerank.ppl
+_spec.loader.exec_module(_rerank)  # puts the checkout on sys.path; its protocol and fill_and_score (ppl) both experiments used
 
-from benchmarks.quality import reform_model  # noqa: E402
-from nas_llm import load_model  # noqa: E402
 from nas_llm.baselines.base import uniform_subnet  # noqa: E402
-from nas_llm.model.data import calibration_batch  # noqa: E402
 from nas_llm.model.importance import collect_stats, scores_from_stats  # noqa: E402
 from nas_llm.run import Run  # noqa: E402
-from search_spaces import Subnet, SubnetSpace  # noqa: E402
+from search_spaces import Subnet  # noqa: E402
 
 
 def main() -> None:
     out = Path(sys.argv[1])
-    torch.manual_seed(0)
-    model, tok = load_model("smollm2-135m")
-    space = SubnetSpace.from_model(model)
-    calib = calibration_batch(tok, "wikitext2-valid", 32, 256, seed=0)
-    valid = calibration_batch(tok, "wikitext2-valid", 8, 2048, seed=1)
+    model, tok, space, calib, valid = _rerank.protocol()
     stats = collect_stats(model, calib, hessian=True, progress=False)
     rankings = {m: scores_from_stats(model, stats, m).ranking() for m in ("wanda", "obs")}
     t0 = time.perf_counter()
@@ -53,18 +43,8 @@ def main() -> None:
     df = Run("benchmarks/results/runs/s70k-1").table()
     subnets = {"s70k-1#82": Subnet.from_json(df[df["id"] == 82].iloc[0]["subnet"]),
                "uniform70": uniform_subnet(space, 0.7, "ceil")}
-    res = json.loads(out.read_text()) if out.is_file() else {}
-    for sname, sub in subnets.items():
-        for rname, rk in rankings.items():
-            key = f"{sname}/{rname}"
-            if key in res:
-                continue
-            t0 = time.perf_counter()
-            m = reform_model(model, rk.resolve(sub), calib, "admm", sub)
-            res[key] = {"valid_seq": ppl(m, valid), "params_ratio": space.ratio(sub), "seconds": round(time.perf_counter() - t0, 1)}
-            del m
-            out.write_text(json.dumps(res, indent=1))
-            print(key, res[key], flush=True)
+    _rerank.fill_and_score(out, {f"{s}/{r}": (rk, sub) for s, sub in subnets.items() for r, rk in rankings.items()},
+                           model, space, calib, valid)
 
 
 if __name__ == "__main__":
