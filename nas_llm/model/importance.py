@@ -222,13 +222,12 @@ def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = D
                       damp: float = DEFAULT_DAMP) -> Scores:
     if method not in METHODS:
         raise ConfigError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
-    if method == "hybrid":
-        heads, neurons = scores_from_stats(model, stats, "obs", damp), scores_from_stats(model, stats, "wanda", damp)
-        return Scores(heads.kv, neurons.neurons, neurons.layers, method, heads.heads)
     fam = get_family(model)
     dims: ModelDims = fam.dims(model)
     kv_out, nn_out, head_out = [], [], []
-    coupled = method in ("obs", "magnitude")  # wanda/flap score only o/down inputs, as in their papers
+    heads_by, neurons_by = ("obs", "wanda") if method == "hybrid" else (method, method)
+    # wanda/flap score only o/down inputs, as in their papers
+    coupled_h, coupled_n = heads_by in ("obs", "magnitude"), neurons_by in ("obs", "magnitude")
     for layer, st in zip(fam.decoder_layers(model), stats):
         lin, mlp = fam.attn_linears(layer), fam.mlp_linears(layer)
         if method == "obs-greedy":
@@ -237,21 +236,21 @@ def scores_from_stats(model: nn.Module, stats: list[LayerStats], method: str = D
             head_out.append(h)
             nn_out.append(n)
             continue
-        ch = _col_scores(lin["o"].weight, method, st, "o", damp)
-        if coupled:
-            ch = ch + _row_scores(lin["q"].weight, method, st, "attn_in", damp)
-            kvr = _row_scores(lin["k"].weight, method, st, "attn_in", damp) + _row_scores(lin["v"].weight, method, st, "attn_in", damp)
+        ch = _col_scores(lin["o"].weight, heads_by, st, "o", damp)
+        if coupled_h:
+            ch = ch + _row_scores(lin["q"].weight, heads_by, st, "attn_in", damp)
+            kvr = _row_scores(lin["k"].weight, heads_by, st, "attn_in", damp) + _row_scores(lin["v"].weight, heads_by, st, "attn_in", damp)
         h_scores = ch.reshape(dims.num_heads, dims.head_dim).sum(1)  # head h: channels h*hd ... (h+1)*hd-1
         g_scores = []
         for g in range(dims.num_kv_heads):
             sc = ch[head_channels([g], dims)].sum()
-            if coupled:
+            if coupled_h:
                 sc = sc + kvr[kv_channels([g], dims)].sum()
             g_scores.append(float(sc))
         head_out.append(h_scores.cpu().numpy())
-        n_sc = _col_scores(mlp["down"].weight, method, st, "down", damp)
-        if coupled:
-            n_sc = n_sc + _row_scores(mlp["gate"].weight, method, st, "mlp_in", damp) + _row_scores(mlp["up"].weight, method, st, "mlp_in", damp)
+        n_sc = _col_scores(mlp["down"].weight, neurons_by, st, "down", damp)
+        if coupled_n:
+            n_sc = n_sc + _row_scores(mlp["gate"].weight, neurons_by, st, "mlp_in", damp) + _row_scores(mlp["up"].weight, neurons_by, st, "mlp_in", damp)
         kv_out.append(np.asarray(g_scores))
         nn_out.append(n_sc.cpu().numpy())
     bi = np.asarray([1.0 - st.cos_sum / max(st.n, 1) for st in stats])
