@@ -4,7 +4,8 @@ One command; every row is cached in ``benchmarks/results/quality-PROTOCOL.json``
 is measured, so a re-run (e.g. after the search run appears) only computes the missing rows.
 Methods (all produce subnets of our space, so slicing/evaluation are the same code for all):
 
-    dense, magnitude, wanda-sp, wanda-sp+admm, owl-wanda-sp (OWL's per-layer ratios), owl-wanda-sp+admm,
+    dense, magnitude, wanda-sp, wanda-sp+admm, uniform-hybrid (wanda-sp's widths, the search's default ranking:
+    OBS heads, Wanda-sp neurons), uniform-hybrid+admm, owl-wanda-sp (OWL's per-layer ratios), owl-wanda-sp+admm,
     flap (as its authors' code runs it: neuron granularity 1, dense-mean bias compensation),
     flap-ours (FLAP in our space: granularity 64, sequential bias compensation), shortgpt, sleb,
     ours (the front member of --run with the lowest calibration perplexity within one uniform
@@ -49,7 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._results import RAW_DIR, header, machine, pack_plan, save_raw, write_section  # noqa: E402
 
-METHODS = ("dense", "magnitude", "wanda-sp", "wanda-sp+admm", "owl-wanda-sp", "owl-wanda-sp+admm", "flap", "flap-ours",
+METHODS = ("dense", "magnitude", "wanda-sp", "wanda-sp+admm", "uniform-hybrid", "uniform-hybrid+admm", "owl-wanda-sp",
+           "owl-wanda-sp+admm", "flap", "flap-ours",
            "shortgpt", "sleb", "ours", "ours+admm")
 RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)
 PROTOCOLS = {

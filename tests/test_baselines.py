@@ -176,6 +176,22 @@ def test_each_baseline_hits_its_ratio(setup, name):
         assert n_dec == sp.params(b.subnet), name  # the ratio is what the sliced model really has
 
 
+def test_uniform_hybrid_is_wanda_sp_widths_with_the_default_ranking(setup):
+    """Same uniform subnet as wanda-sp; its heads and neurons are the ones importance_ranking(hybrid) keeps (an
+    independent call), so on a KV-cutting ratio it may keep other groups than wanda-sp, never other widths."""
+    from nas_llm.model.importance import importance_ranking
+
+    model, ids, stats, space = setup
+    ref = importance_ranking(model, ids, method="hybrid", progress=False)
+    for r in (0.8, 0.5):
+        b = B.baseline("uniform-hybrid", model, r, space=space, calib=ids)
+        assert b.subnet == B.baseline("wanda-sp", model, r, stats=stats, space=space).subnet
+        assert b.ranking.resolve(b.subnet) == ref.resolve(b.subnet)
+    assert b.ranking is B.baseline("uniform-hybrid", model, 0.7, space=space, calib=ids).ranking  # computed once
+    with pytest.raises(ConfigError, match="uniform-hybrid needs calibration tokens"):
+        B.uniform_hybrid(model, 0.5, space=space)
+
+
 def test_uniform_is_uniform_and_cuts_heads(setup):
     _, _, _, space = setup
     for r in RATIOS:

@@ -12,6 +12,7 @@ name               method                                                       
 =================  ===========================================================  ==================
 magnitude          uniform widths, sum |W| of coupled weights                   ``uniform``
 wanda-sp           uniform widths, Wanda-sp (FLAP Sec. 5)                       ``uniform``
+uniform-hybrid     uniform widths, the search's default ranking (OBS/Wanda-sp)  ``uniform``
 owl-wanda-sp       OWL's outlier-weighted per-layer widths, Wanda-sp scores     ``owl``
 flap               FLAP as its authors' code runs it, granularity 1             ``flap``
 flap-ours          FLAP's global structure in our space (granularity 64)        ``flap_ours``
@@ -28,10 +29,10 @@ from .flap_ours import flap_metrics, flap_ours  # noqa: F401
 from .owl import outlier_ratios, owl_densities, owl_wanda_sp  # noqa: F401
 from .shortgpt import shortgpt  # noqa: F401
 from .sleb import removal_order, resume_removal_order, sleb  # noqa: F401
-from .uniform import magnitude, wanda_sp  # noqa: F401
+from .uniform import magnitude, uniform_hybrid, wanda_sp  # noqa: F401
 
 __all__ = ["BASELINES", "HEAD_ROUNDING", "TRAITS", "Baseline", "Fluctuation", "baseline", "bias_compensated",
            "calibration_stats", "collect_fluctuation", "flap", "flap_metrics", "flap_official_metrics", "flap_ours",
            "head_units", "layer_choice", "magnitude", "outlier_ratios", "owl_densities", "owl_wanda_sp", "ratio_step", "removal_order",
            "resume_removal_order",
-           "shortgpt", "sleb", "traits", "uniform_subnet", "wanda_sp"]
+           "shortgpt", "sleb", "traits", "uniform_hybrid", "uniform_subnet", "wanda_sp"]

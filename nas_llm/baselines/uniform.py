@@ -2,6 +2,9 @@
 
 - ``magnitude`` (naive): structures ranked by sum |W| over their coupled weights
   (q,k,v rows + o columns; gate,up rows + down column); needs no calibration data.
+- ``uniform-hybrid`` (this project): the same uniform widths, filled by the search's default ranking
+  (``nas_llm.model.importance``, ``hybrid``: KV groups and query heads by OBS, neurons by Wanda-sp); with
+  ``wanda-sp`` beside it, a table separates what a searched allocation gains from what the ranking gains.
 - ``wanda-sp`` (An et al. 2024, FLAP, Sec. 5 / their ``prune_wanda_sp``; Wanda, Sun et al. 2023,
   Eq. 1 S_ij = |W_ij| * ||X_j||_2 made structured): channel score S_j = mean_i |W_ij| * ||X_j||_2
   on o/down input channels, a KV group sums its channels; the *same* ratio in every layer.
@@ -19,9 +22,9 @@ import torch.nn as nn
 
 from search_spaces import Ranking, SubnetSpace
 
-from nas_llm.model.importance import LayerStats, scores_from_stats
+from nas_llm.model.importance import DEFAULT_DAMP, LayerStats, fingerprint, importance_ranking, scores_from_stats
 
-from .base import Baseline, register, require, stats_or_empty, uniform_subnet
+from .base import Baseline, memo, register, require, stats_or_empty, uniform_subnet
 
 
 @register("magnitude", paper="naive magnitude baseline", needs="nothing", structure="uniform", granularity=None,
@@ -47,4 +50,22 @@ def wanda_sp(model: nn.Module, ratio: float, stats: list[LayerStats] | None, spa
                     space=space)
 
 
-__all__ = ["magnitude", "wanda_sp"]
+@register("uniform-hybrid", paper="this project: uniform widths, the search's default ranking (OBS heads, Wanda-sp neurons)",
+          needs="calib", structure="uniform", granularity=None, reform=None, head_unit="kv-group/mqa-head")
+def uniform_hybrid(model: nn.Module, ratio: float, stats: list[LayerStats] | None = None, space: SubnetSpace | None = None,
+                   heads: str = "ceil", calib: torch.Tensor | None = None) -> Baseline:
+    """Uniform widths, ranked by ``hybrid`` importance (KV groups and query heads by OBS, neurons by Wanda-sp).
+
+    Why a baseline: where the uniform subnet drops a KV group (60 / 50 % on SmolLM2), OBS picks the group far better
+    than Wanda-sp, so uniform Wanda-sp alone would credit the search's allocation with the ranking's gain. Needs the
+    calibration tokens (the OBS scores read input Hessians, which :func:`~nas_llm.baselines.calibration_stats` skips);
+    the ranking is computed once per model and calibration.
+    """
+    require(calib, "uniform-hybrid", kind="calib")
+    space = space or SubnetSpace.from_model(model)
+    ranking = memo(fingerprint(model, calib, "hybrid", DEFAULT_DAMP),
+                   lambda: importance_ranking(model, calib, method="hybrid", progress=False))
+    return Baseline("uniform-hybrid", ratio, uniform_subnet(space, ratio, heads), ranking, space=space)
+
+
+__all__ = ["magnitude", "uniform_hybrid", "wanda_sp"]
