@@ -20,8 +20,7 @@ least-squares refit of the cut maps, so a search ranks subnets by what reformati
 next-token distribution from the dense model's (what the allocation's per-layer sensitivity measures).
 
 Two more savings, both settings of the objective: the LM head runs in chunks of ``head_chunk`` tokens
-(``nas_llm.model.metrics.head_row_nll``: no ``[rows, L, vocab]`` logits; inside a chunk, in blocks of the vocabulary
-folded into a running logsumexp), and ``screen_dtype="bfloat16"``
+(``nas_llm.model.metrics.head_row_nll``: no ``[rows, L, vocab]`` logits), and ``screen_dtype="bfloat16"``
 scores the *screening* fidelities (``at_fidelity(f < 1)``) under ``torch.autocast`` -- full fidelity is
 always float32, and a bfloat16 batch is never reused for a float32 value. Whether bfloat16 is faster
 depends on the CPU: :func:`fastest_dtype` measures it (the search's ``--screen-dtype auto``).

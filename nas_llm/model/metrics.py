@@ -3,9 +3,7 @@
 The LM head is applied in chunks of tokens (:func:`head_row_nll`): a 49k-vocabulary head on 2 x 2048
 tokens would otherwise materialise (and ``cross_entropy`` copy) 805 MB of logits per batch. Each chunk's
 logits are reduced to ``logsumexp - target logit`` in float32 right away, which is what
-``F.cross_entropy`` computes, so the value is the same up to float32 rounding (tested to 1e-6). Inside a token
-chunk the product runs over ``VOCAB_CHUNK`` vocabulary entries at a time, folded into a running logsumexp
-(:func:`head_logsumexp`), so the logits being reduced stay in the CPU's cache.
+``F.cross_entropy`` computes, so the value is the same up to float32 rounding (tested to 1e-6).
 """
 from __future__ import annotations
 
@@ -21,11 +19,6 @@ import torch.nn.functional as F
 DEFAULT_HEAD_CHUNK = 256
 # config keys that make logits more than lm_head(h): such models keep the plain head
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-# vocabulary entries per head product inside a token chunk (0: the whole vocabulary at once). Why: a [256, 49152]
-# float32 block of logits (48 MB) is written by the product and read back twice by the logsumexp from memory; blocks of
-# [256, 2048] (2 MB) are reduced while in cache. Measured x1.3-1.4 faster for the head on the AMD EPYC host
-# (benchmarks/experiments/head_vocab_chunk); the value moves by float32 rounding only (tests: 1e-6 of the plain head).
-VOCAB_CHUNK = 2048
 
 
 def chunkable(model: nn.Module) -> bool:
@@ -38,48 +31,11 @@ def chunkable(model: nn.Module) -> bool:
     return isinstance(head, nn.Linear) and base is not None and base is not model
 
 
-def head_logsumexp(h: torch.Tensor, head: nn.Linear, shift: torch.Tensor | None = None, target: torch.Tensor | None = None,
-                   vocab_chunk: int = VOCAB_CHUNK) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``logsumexp_v(z_v - shift)`` per row of ``h [n, d]`` for the logits ``z = head(h)``, in float32, and with ``target``
-    (``[n]`` vocabulary ids) also ``z_target - shift``: the logits of ``vocab_chunk`` entries at a time (0: all at once),
-    folded into a running maximum and sum. ``shift`` (``[n]``, default 0) is subtracted before the reduction, so a caller
-    that knows a value near the result (the KL's ``E_p[z]``) keeps the float32 sum small. Under ``torch.autocast`` the
-    products run in the autocast dtype, the reduction in float32 either way; the target's logit comes from the same
-    product as the logsumexp, so the NLL is ``lse - z_target`` of one set of logits, as ``F.cross_entropy`` takes it."""
-    W, b = head.weight, head.bias
-    V = W.shape[0]
-    step = V if vocab_chunk <= 0 else min(int(vocab_chunk), V)
-    picked = None
-    if target is not None:
-        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= V):
-            raise ValueError(f"target ids must be in [0, {V}) (the head's vocabulary), got {int(target.min())}.."
-                             f"{int(target.max())}")
-        picked = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
-    m = shift_m = total = None  # running maximum, the same kept finite (the shift), sum of exp(z - shift_m)
-    for v in range(0, V, step):
-        z = F.linear(h, W[v : v + step], None if b is None else b[v : v + step]).float()
-        if shift is not None:
-            z = z - shift[:, None]
-        if target is not None:
-            rows = ((target >= v) & (target < v + step)).nonzero().squeeze(1)
-            picked[rows] = z[rows, target[rows] - v]
-        if step == V:
-            return torch.logsumexp(z, dim=-1), picked
-        m = z.amax(dim=-1) if m is None else torch.maximum(m, z.amax(dim=-1))
-        new_shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # rows with only -inf logits so far
-        part = torch.exp(z - new_shift[:, None]).sum(-1)
-        # total > 0 means the old maximum was finite and <= the new one: the rescale cannot overflow
-        total = part if total is None else torch.where(total > 0, total * torch.exp(shift_m - new_shift), total) + part
-        shift_m = new_shift
-    return shift_m + torch.log(total), picked
-
-
 def head_row_nll(hidden: torch.Tensor, head: nn.Linear, ids: torch.Tensor, chunk: int = DEFAULT_HEAD_CHUNK) -> torch.Tensor:
     """Summed next-token NLL per row (float64) from final hidden states ``[b, L, d]`` and targets ``ids [b, L]``.
 
-    Logits exist for ``chunk`` tokens x :data:`VOCAB_CHUNK` entries at a time only (``chunk`` 0: all tokens, whole
-    vocabulary). Under ``torch.autocast`` the head runs in the autocast dtype; each block of logits is reduced in
-    float32 either way.
+    Logits exist for ``chunk`` tokens at a time only. Under ``torch.autocast`` the head runs in the
+    autocast dtype; each chunk's logits are reduced in float32 either way.
     """
     b, L, d = hidden.shape
     h = hidden[:, :-1].reshape(-1, d)
@@ -87,9 +43,9 @@ def head_row_nll(hidden: torch.Tensor, head: nn.Linear, ids: torch.Tensor, chunk
     out = torch.empty(h.shape[0], dtype=torch.float64, device=h.device)
     step = h.shape[0] if chunk <= 0 else int(chunk)
     for s in range(0, h.shape[0], step):
-        lse, picked = head_logsumexp(h[s : s + step], head, target=target[s : s + step],
-                                     vocab_chunk=0 if chunk <= 0 else VOCAB_CHUNK)
-        out[s : s + step] = (lse - picked).double()
+        logits = head(h[s : s + step]).float()
+        lse = torch.logsumexp(logits, dim=-1)
+        out[s : s + step] = (lse - logits.gather(1, target[s : s + step, None]).squeeze(1)).double()
     return out.view(b, L - 1).sum(1)
 
 
@@ -151,7 +107,7 @@ def head_row_kl(hidden: torch.Tensor, ref: "torch.Tensor | HeadReference", head:
     Why: a cut's effect on the next-token *distribution* is measured on every vocabulary entry, not only on the one
     token the text happens to hold, so on a few short windows it is far less noisy than the change of the NLL (whose
     expectation it is when the text follows the reference model). Chunked like :func:`head_row_nll`: one head
-    product per chunk (in vocabulary blocks, :func:`head_logsumexp`), reduced to ``neg_entropy + logsumexp(z - E_p[z])``. The reference side is float64 (see
+    product per chunk, reduced to ``neg_entropy + logsumexp(z - E_p[z])``. The reference side is float64 (see
     :func:`head_reference`); the candidate's float32 logits move the result by ``q . dz`` for a rounding ``dz``.
     """
     b, L, d = hidden.shape
@@ -170,8 +126,8 @@ def head_row_kl(hidden: torch.Tensor, ref: "torch.Tensor | HeadReference", head:
     for s in range(0, h.shape[0], step):
         e = s + step
         expected = (h[s:e].double() * mean_row[s:e]).sum(-1) + mean_bias[s:e]  # E_p[z], float64
-        lse, _ = head_logsumexp(h[s:e], head, shift=expected.float(), vocab_chunk=0 if chunk <= 0 else VOCAB_CHUNK)
-        out[s:e] = neg_ent[s:e] + lse.double()
+        z = head(h[s:e]).float() - expected.float()[:, None]
+        out[s:e] = neg_ent[s:e] + torch.logsumexp(z, dim=-1).double()
     return out.view(b, L - 1).sum(1)
 
 
