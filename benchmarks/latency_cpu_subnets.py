@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{dc['median_ms']:.2f} ({dc['iqr_ms']:.2f}) | {row['decode_speedup']:.2f}x | {row['ideal_speedup']:.2f}x |")
     spreads = [row[m]["spread"] for row in rows.values() for m in ("prefill", "decode")]
     md.append(f"\nRound-to-round spread (max-min)/median: median {statistics.median(spreads):.0%}, max {max(spreads):.0%}. "
-              "The machine is shared by several processes; read differences under ~10% as noise.")
+              "Read a difference between two rows as noise when it is within their own spreads (the table's IQR "
+              "and this round-to-round spread), whatever caused them on the day.")
     write_section("latency-cpu-subnets", "\n".join(md))
     print("\n".join(md))
     return 0

@@ -194,7 +194,7 @@ def search_cmd(args) -> dict:
     band = uniform_band(model, args.ratio) if args.band == "uniform" else None
     rule = {k: v for k, v in (("halving", args.halving), ("rung_step", args.rung_step),
                               ("sens_points", args.sens_points), ("sens_samples", args.sens_samples),
-                              ("sens_metric", args.sens_metric)) if v is not None}
+                              ("sens_metric", args.sens_metric), ("evaluations", args.evaluations)) if v is not None}
     config = search_config(args.ratio, str(out), args.seed, band=band, resume=(out / "run.json").is_file(),
                            threads=args.threads, **rule)
     t0 = time.perf_counter()
@@ -381,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["search"].add_argument("--sens-metric", choices=("kl", "nll"), default=None,
                                        help=f"sensitivity metric (default: the search's, {default['sens_metric']}); nll is "
                                             "the setting of the runs before 2026-12-07 07:15 UTC")
+    sub.choices["search"].add_argument("--evaluations", type=int, default=None, metavar="N",
+                                       help="distinct subnets to score (default: 96, the issue's 80 %% search)")
     sub.choices["report"].add_argument("runs", nargs="+", type=Path)
     sub.choices["replay"].add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args(argv)

@@ -276,6 +276,42 @@ def test_baselines_far_behind_at_the_screen_are_not_rescored(margin):
         assert sp.outclassed(r, margin) == (r.get("logloss@0.5") is not None and brute_outclassed(rows, r, margin)), r["key"]
 
 
+@pytest.mark.parametrize("margin", [0.0, 1.05, 3.0])
+def test_allocation_seeds_near_the_best_screen_are_rescored(margin):
+    """At the end the loop re-scores at full fidelity every feasible allocation seed that no other feasible row
+    outclasses at the screen (brute force), and none when the margin is 0; other rows are left as the search left them."""
+    from nas_llm.search.loop import SearchLoop
+    from nas_llm.search.population import mutate
+    from nas_llm.search.pymoo_driver import PymooDriver
+
+    def run(m):
+        sp = problem(objectives=[LogLoss(), "params_ratio"], screen_fidelity=0.5, constraints=["params_ratio in [0.3, 0.9]"])
+        rng = np.random.default_rng(3)
+        u = sp.space.uniform_at_ratio(0.6, "mlp")
+        sp.extra_seeds = [(mutate(sp.space, u, rng, p=0.5), "alloc") for _ in range(6)]
+        SearchLoop(sp, 40, rescore_fronts=0, progress=False, seed_margin=m).run(PymooDriver(pop_size=10, seed=0))
+        return sp.rows()
+
+    rows, off = run(margin), {r["key"]: r for r in run(0.0)}
+    seeds = [r for r in rows if r["source"] == "alloc"]
+    assert len(seeds) >= 4 and sum(r["feasible"] for r in seeds) >= 3
+    want = set() if margin == 0 else {r["key"] for r in seeds if r["feasible"] and not brute_outclassed(rows, r, margin)}
+    for r in rows:
+        full = float(r["fidelity"]) >= 1
+        if r["key"] in want:
+            assert full, r["key"]
+        else:  # exactly as the search without the rule left it
+            assert full == (float(off[r["key"]]["fidelity"]) >= 1), r["key"]
+    unpromoted = {k for k in want if float(off[k]["fidelity"]) < 1}
+    if margin > 1:  # the instance exercises the rule: seeds promoted only by it
+        assert unpromoted
+    tight = {r["key"] for r in seeds if r["feasible"] and not brute_outclassed(rows, r, 1.05)}
+    if margin == 1.05:  # and seeds it leaves at the screen
+        assert len(want) < sum(r["feasible"] for r in seeds)
+    if margin == 3.0:  # a wider margin re-scores more
+        assert want > tight
+
+
 # -- bad input: clear errors before any work ----------------------------------------------------------
 def test_bad_input_errors_before_work():
     loss = Loss()

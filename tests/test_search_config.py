@@ -20,7 +20,7 @@ ARGV = ["--out", "runs/x", "--model", "some-hub/model", "--driver", "optuna", "-
         "--granularity", "32", "--no-layer-drop", "--no-query-heads", "--calibration", "ptb-valid", "--calib-samples", "4",
         "--calib-seq-len", "64", "--calib-seed", "2", "--allow-test-calibration", "--ppl-samples", "5",
         "--ppl-seq-len", "48", "--importance", "wanda", "--screen", "0.5", "--rescore-fronts", "2",
-        "--no-rescore-baselines", "--baseline-margin", "3", "--init", "random", "--ref-point=-1.5,0.25,7", "--reform", "exact", "--no-progress",
+        "--no-rescore-baselines", "--baseline-margin", "3", "--seed-margin", "1.5", "--init", "random", "--ref-point=-1.5,0.25,7", "--reform", "exact", "--no-progress",
         "--halving", "3", "--rung-step", "2", "--screen-dtype", "float32", "--head-chunk", "64", "--no-alloc", "--sens-samples", "2",
         "--sens-seq-len", "32", "--sens-points", "3", "--sens-metric", "nll", "--no-sens-cache", "--threads", "1"]
 

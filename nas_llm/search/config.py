@@ -118,6 +118,10 @@ class SearchConfig:
     baseline_margin: float = _opt(2.0, "re-score a feasible baseline only when no other feasible row, at most as large "
                                         "on the other objectives, screens this factor better (<= 1: re-score them all)",
                                   lo=0, numbers=False)
+    seed_margin: float = _opt(1.02, "at the end, re-score an allocation seed at full fidelity unless another feasible "
+                                    "row, at most as large on the other objectives, screens this factor better (0: none, "
+                                    "<= 1: all; 1.02 since 2026-12-07: the one-window screen cannot rank the seeds, "
+                                    "benchmarks/RESULTS.md 'Allocation seeds re-scored')", lo=0)
     init: str = _opt("importance", "first generation", choices=INITS)
     ref_point: list[float] | None = _opt(None, "hypervolume reference point, comma-separated (default: nadir of "
                                                "generation 0 + 10%%)", kind="floats")

@@ -146,12 +146,12 @@ class SearchLoop:
 
     def __init__(self, sp: SearchProblem, evaluations: int, *, run_dir=None, resume: bool = False, rescore_fronts: int = 1,
                  ref_point=None, progress: bool = True, rescore_baselines: bool = False, write: bool = True,
-                 baseline_margin: float = 2.0):
+                 baseline_margin: float = 2.0, seed_margin: float = 0.0):
         self.sp, self.evaluations = sp, int(evaluations)
         self.folder = Run(run_dir) if run_dir is not None else None
         self.resume, self.rescore_fronts, self.progress = resume, rescore_fronts, progress
         self.rescore_baselines, self.write = rescore_baselines, write
-        self.baseline_margin = float(baseline_margin)
+        self.baseline_margin, self.seed_margin = float(baseline_margin), float(seed_margin)
         self.ref = None if ref_point is None else [float(v) for v in ref_point]
         self.generation = 0
         self.driver: Driver | None = None
@@ -268,6 +268,9 @@ class SearchLoop:
             # feasible row (SearchProblem.outclassed); the report leaves out baselines still at screening values
             sp.rescore([r for r in sp.baselines() if r.get("source") == "dense" or
                         (r["feasible"] and not sp.outclassed(r, self.baseline_margin))])
+        if self.seed_margin > 0:  # the allocation seeds the screen cannot tell from the best (see SearchConfig.seed_margin)
+            sp.rescore([r for r in sp.rows() if r.get("source") == "alloc" and r["feasible"]
+                        and not sp.outclassed(r, self.seed_margin)])
         res = self._write_generation()
         self._check_failures()
         return res

@@ -247,7 +247,7 @@ def _drive(config: SearchConfig, sp: SearchProblem, run: Run) -> tuple[SearchRes
     driver = DRIVERS.resolve(config.driver).from_config(config, sp)
     loop = SearchLoop(sp, config.evaluations, run_dir=run.path, resume=config.resume, rescore_fronts=config.rescore_fronts,
                       ref_point=config.ref_point, progress=config.progress, rescore_baselines=config.rescore_baselines,
-                      baseline_margin=config.baseline_margin, write=not config.join)
+                      baseline_margin=config.baseline_margin, seed_margin=config.seed_margin, write=not config.join)
     loop.start(driver)
     children = spawn_workers(config)
     try:
