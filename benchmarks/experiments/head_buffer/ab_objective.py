@@ -1,6 +1,6 @@
 """What one reused logits buffer and an in-place logsumexp (``_logits_chunks`` and ``logsumexp_`` in
 ``metrics_buffer.py`` beside this file) do inside the search, interleaved against the head of main
-(``metrics_before.py``: ``nas_llm/model/metrics.py`` at commit 7585300), 2 threads, each patched into
+(``nas_llm/model/metrics.py``, unchanged from commit 7585300 to 39be76d), 2 threads, each patched into
 ``nas_llm.model.metrics`` in turn, memoised window values cleared before every call:
 
 - ``full``: the uniform 80 % subnet scored by ``perplexity_reformed`` at full fidelity (8 x 2048 validation tokens,
@@ -35,8 +35,9 @@ def _load(name: str):
     return mod
 
 
-before, buffer = _load("metrics_before"), _load("metrics_buffer")
+before, buffer = metrics, _load("metrics_buffer")
 HEADS = {"before": (before.head_row_nll, before.head_row_kl), "buffer": (buffer.head_row_nll, buffer.head_row_kl)}
+# the buffered head_row_nll / head_row_kl look their helpers up in their own module, so patching main's names is enough
 
 OUT = Path(__file__).with_name("ab_objective.json")
 config = search_config(0.8, str(ROOT / "runs" / "_speed_head_buffer"), alloc=False)
