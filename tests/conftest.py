@@ -37,6 +37,17 @@ def private_cache(tmp_path_factory):
         os.environ["NAS_LLM_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def tiny_timings_may_contradict(request, monkeypatch):
+    """Lookup tables built on tiny random models time at the noise floor (0.1-0.3 ms), where a loaded CI machine makes
+    the dense model faster than its half now and then; :func:`objectives.lut.check_times` then refuses the table and
+    a plumbing test fails by chance (CI, 2026-12-07). Tests that build such tables check plumbing, not timing, so the
+    check is off for them; tests marked ``timing_checks`` (the check's own tests) keep it."""
+    if request.node.get_closest_marker("timing_checks") is None:
+        monkeypatch.setattr("objectives.lut.check_times", lambda t, what: None)
+        monkeypatch.setattr("objectives.llamacpp_lut.check_times", lambda t, what: None)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """(model, tokenizer) of the real SmolLM2-135M-Instruct, loaded once per session."""

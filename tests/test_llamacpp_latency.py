@@ -55,6 +55,7 @@ def test_objective_scores_a_subnet_against_the_dense_gguf():
         LatencyLlamaCpp(type="q3")
 
 
+@pytest.mark.timing_checks
 def test_table_is_the_closed_form_of_its_timings():
     """Times generated from known per-layer costs give those costs back (probe of k=4 layers, model of L=6)."""
     k, L, G, I, points = 4, 6, 3, 96, [32, 64]
@@ -67,6 +68,7 @@ def test_table_is_the_closed_form_of_its_timings():
     assert tab["mlp_delta_s"] == pytest.approx({"96": 0.0, "32": -0.3, "64": -0.15})
 
 
+@pytest.mark.timing_checks
 def test_contradictory_timings_are_refused():
     """The decode table a busy machine produced once: the model measured faster than its half (a negative layer
     time) and cut probes 4x slower than dense. It steered a search before this check; now it is refused."""
@@ -78,9 +80,8 @@ def test_contradictory_timings_are_refused():
 
 
 def test_lookup_table_builds_caches_and_predicts(tmp_path, monkeypatch):
-    # plumbing, not timing: tiny probes under a loaded CI machine can contradict each other, which
-    # test_contradictory_timings_are_refused covers
-    monkeypatch.setattr("objectives.llamacpp_lut.check_times", lambda t, what: None)
+    # plumbing, not timing: conftest turns check_times off (tiny probes under a loaded CI machine can contradict each
+    # other), test_contradictory_timings_are_refused covers it
     model = tiny_model("llama-gqa")
     kw = dict(type="f16", mode="prefill", granularity=16, probe_layers=2, tokenizer=bpe_tokenizer(), cache_dir=tmp_path,
               progress=False, **FAST)
@@ -119,7 +120,6 @@ def test_lookup_table_probes_every_layer_by_default(tmp_path, monkeypatch):
         seen.update({k: blocks(p) for k, p in paths.items() if k in ("dense", "one")})
         return {k: LatencyResult(1e-3 * (1 + i), 0.0, 1, mode, 1, 1, "x") for i, k in enumerate(paths)}
 
-    monkeypatch.setattr("objectives.llamacpp_lut.check_times", lambda t, what: None)
     monkeypatch.setattr("objectives.llamacpp_lut.measure_ggufs", fake_measure)
     model = tiny_model("llama-gqa")
     L = model.config.num_hidden_layers

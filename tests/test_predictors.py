@@ -76,6 +76,7 @@ def sliced_time(model, space, subnet) -> float:
     return synthetic_time(slice_model(model, rank.resolve(subnet)), body_only=False)
 
 
+@pytest.mark.timing_checks  # a synthetic device: its timings must pass the check
 @pytest.mark.parametrize("stride,slowdown", [(1, 1.0), (2, 1.0), (1, 1.3)])
 def test_lut_reproduces_an_additive_device_exactly(model, space, fake_device, tmp_path, stride, slowdown, monkeypatch):
     """Exact on an additive device, also when the probe was timed 30 % slower than the real model
@@ -94,6 +95,7 @@ def test_lut_reproduces_an_additive_device_exactly(model, space, fake_device, tm
         assert lut.predict(s) == pytest.approx(sliced_time(model, space, s), rel=1e-9), s.key()
 
 
+@pytest.mark.timing_checks  # a synthetic device: its timings must pass the check
 def test_lut_cache_on_disk_is_reused_and_keyed(model, fake_device, tmp_path):
     kw = dict(granularity=GRAN, cache_dir=tmp_path, progress=False)
     a = LookupTablePredictor(**kw)
@@ -119,8 +121,30 @@ def test_lut_cache_on_disk_is_reused_and_keyed(model, fake_device, tmp_path):
         LookupTablePredictor(stat="p90")
 
 
+@pytest.mark.timing_checks
+def test_lut_refuses_contradicting_timings_and_caches_nothing(model, fake_device, tmp_path, monkeypatch):
+    """A busy minute that makes the real model time faster than its half (a negative layer time) is refused
+    before anything is cached; the same device quiet builds the table."""
+    PROBE_SLOWDOWN["factor"] = 1.0
+    real = objectives.lut.measure_interleaved
+
+    def busy(builders, **kw):
+        out = real(builders, **kw)
+        out["full_half"].median_s = 3 * out["full"].median_s
+        return out
+
+    monkeypatch.setattr(objectives.lut, "measure_interleaved", busy)
+    lut = LookupTablePredictor(granularity=GRAN, cache_dir=tmp_path, progress=False)
+    with pytest.raises(RuntimeError, match=r"lookup table: the timings contradict each other \(the model .* is not slower "
+                                           r"than its half .*nothing was cached"):
+        lut.setup(model)
+    assert lut.table is None and not list(tmp_path.iterdir())
+    monkeypatch.setattr(objectives.lut, "measure_interleaved", real)
+    lut.setup(model)
+    assert lut.measured and lut.path.is_file()
+
+
 def test_lut_real_measurement_smoke(model, space, tmp_path, monkeypatch):
-    monkeypatch.setattr("objectives.lut.check_times", lambda t, what: None)  # plumbing: tiny timings may contradict
     lut = LookupTablePredictor(seq_len=8, granularity=32, rounds=1, min_run_time=0.005, cache_dir=tmp_path, progress=False)
     lut.setup(model)
     assert set(lut.table["attn_delta_s"]) == {"1", "2", "3", "1x1", "2x1", "3x1"} and set(lut.table["mlp_delta_s"]) == {"32", "64", "96"}
@@ -217,6 +241,7 @@ def test_checked_predict_rejects_bad_values(space, bad, err, msg):
         checked_predict(P.FunctionPredictor(lambda s: bad, name="broken"), space.dense())
 
 
+@pytest.mark.timing_checks  # a synthetic device: its timings must pass the check
 def test_predictors_as_objectives(model, space, fake_device, tmp_path):
     d = space.dims
     ctx = Context(model, None, space, Ranking.identity(d.num_layers, d.num_kv_heads, d.intermediate))
