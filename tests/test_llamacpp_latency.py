@@ -79,7 +79,7 @@ def test_contradictory_timings_are_refused():
             LlamaCppLUT._table(t, 8, 30, 3, 1536, [64, 128], list(range(1, 30, 2)))
 
 
-def test_lookup_table_builds_caches_and_predicts(tmp_path, monkeypatch):
+def test_lookup_table_builds_caches_and_predicts(tmp_path):
     # plumbing, not timing: conftest turns check_times off (tiny probes under a loaded CI machine can contradict each
     # other), test_contradictory_timings_are_refused covers it
     model = tiny_model("llama-gqa")

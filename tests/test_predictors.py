@@ -125,7 +125,6 @@ def test_lut_cache_on_disk_is_reused_and_keyed(model, fake_device, tmp_path):
 def test_lut_refuses_contradicting_timings_and_caches_nothing(model, fake_device, tmp_path, monkeypatch):
     """A busy minute that makes the real model time faster than its half (a negative layer time) is refused
     before anything is cached; the same device quiet builds the table."""
-    PROBE_SLOWDOWN["factor"] = 1.0
     real = objectives.lut.measure_interleaved
 
     def busy(builders, **kw):
@@ -144,7 +143,7 @@ def test_lut_refuses_contradicting_timings_and_caches_nothing(model, fake_device
     assert lut.measured and lut.path.is_file()
 
 
-def test_lut_real_measurement_smoke(model, space, tmp_path, monkeypatch):
+def test_lut_real_measurement_smoke(model, space, tmp_path):
     lut = LookupTablePredictor(seq_len=8, granularity=32, rounds=1, min_run_time=0.005, cache_dir=tmp_path, progress=False)
     lut.setup(model)
     assert set(lut.table["attn_delta_s"]) == {"1", "2", "3", "1x1", "2x1", "3x1"} and set(lut.table["mlp_delta_s"]) == {"32", "64", "96"}
